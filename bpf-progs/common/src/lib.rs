@@ -1,0 +1,168 @@
+//! The layouts the BPF programs and the agent share: map keys and values, the stats
+//! indices and the names both sides use for maps and globals. Defined once, here.
+//!
+//! Every type is `#[repr(C)]`, `Copy`, padded explicitly (the verifier rejects reads of
+//! uninitialised stack padding, and user space must write the same bytes the program
+//! reads) and checked by a compile-time size assert.
+#![no_std]
+
+/// Names of the pinned maps. User space opens them by these names; the BPF side
+/// declares them with the same identifiers (the ELF symbol is the pin name).
+pub mod map_names {
+    pub const STATS: &str = "NK_STATS";
+    pub const ENDPOINTS: &str = "NK_ENDPOINTS";
+}
+
+/// Names of the `.rodata` globals user space sets per loaded program instance.
+pub mod global_names {
+    /// Host-side ifindex of the endpoint a pod program instance serves
+    /// (netkit primary, or host-side veth). 0 for node-level programs.
+    pub const ENDPOINT_IFINDEX: &str = "ENDPOINT_IFINDEX";
+}
+
+/// Names of the programs in the object.
+pub mod program_names {
+    /// Pod egress: netkit `BPF_NETKIT_PEER`, or tcx ingress of the host-side veth.
+    pub const POD_EGRESS: &str = "nk_pod_egress";
+    /// Pod ingress: netkit `BPF_NETKIT_PRIMARY`, or tcx egress of the host-side veth.
+    pub const POD_INGRESS: &str = "nk_pod_ingress";
+    /// Node uplink: tcx ingress.
+    pub const UPLINK_INGRESS: &str = "nk_uplink_ingress";
+}
+
+/// One per-CPU counter per datapath decision. The discriminant is the index into
+/// the `NK_STATS` per-CPU array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// `bpf_redirect_peer` into a local pod (uplink or veth host side ingress).
+    RedirectPeer = 0,
+    /// `bpf_redirect` to a local pod's netkit primary.
+    Redirect = 1,
+    /// `bpf_redirect_neigh` towards a next hop.
+    RedirectNeigh = 2,
+    /// `bpf_fib_lookup` resolved a next hop with its L2 address.
+    FibOk = 3,
+    /// Handed to the host stack.
+    Pass = 4,
+    /// Pod egress with a source address that is not the pod's own.
+    DropSpoof = 5,
+    /// Dropped by policy (for example non-IP from an L3 pod).
+    DropPolicy = 6,
+    /// A packet that reached a pod program through the host stack.
+    StackIngress = 7,
+}
+
+impl Stat {
+    /// Every counter, in index order.
+    pub const ALL: [Stat; STAT_COUNT as usize] = [
+        Stat::RedirectPeer,
+        Stat::Redirect,
+        Stat::RedirectNeigh,
+        Stat::FibOk,
+        Stat::Pass,
+        Stat::DropSpoof,
+        Stat::DropPolicy,
+        Stat::StackIngress,
+    ];
+
+    /// The name operators and tests see (`netkit-agent stats`, metrics labels).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Stat::RedirectPeer => "redirect_peer",
+            Stat::Redirect => "redirect",
+            Stat::RedirectNeigh => "redirect_neigh",
+            Stat::FibOk => "fib_ok",
+            Stat::Pass => "pass",
+            Stat::DropSpoof => "drop_spoof",
+            Stat::DropPolicy => "drop_policy",
+            Stat::StackIngress => "stack_ingress",
+        }
+    }
+
+    pub const fn index(self) -> u32 {
+        self as u32
+    }
+}
+
+/// Number of entries in `NK_STATS`.
+pub const STAT_COUNT: u32 = 8;
+
+/// Maximum number of addresses (endpoints × families) on one node.
+pub const MAX_ENDPOINT_ADDRS: u32 = 65_536;
+
+/// Key of `NK_ENDPOINTS`: one pod address. IPv4 is stored IPv4-mapped
+/// (`::ffff:a.b.c.d`) so one map serves both families.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EndpointKey {
+    /// Network byte order.
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<EndpointKey>() == 16);
+
+impl EndpointKey {
+    pub const fn from_v4(octets: [u8; 4]) -> Self {
+        let mut addr = [0u8; 16];
+        addr[10] = 0xff;
+        addr[11] = 0xff;
+        addr[12] = octets[0];
+        addr[13] = octets[1];
+        addr[14] = octets[2];
+        addr[15] = octets[3];
+        EndpointKey { addr }
+    }
+
+    pub const fn from_v6(octets: [u8; 16]) -> Self {
+        EndpointKey { addr: octets }
+    }
+}
+
+/// The endpoint is wired with a netkit pair (`ifindex` is the primary).
+pub const ENDPOINT_F_NETKIT: u32 = 1 << 0;
+/// The endpoint is wired with a veth pair (`ifindex` is the host-side veth).
+pub const ENDPOINT_F_VETH: u32 = 1 << 1;
+
+/// Value of `NK_ENDPOINTS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndpointValue {
+    /// Host-side ifindex: netkit primary or host-side veth.
+    pub ifindex: u32,
+    /// `ENDPOINT_F_*`.
+    pub flags: u32,
+    /// MAC of the pod's interface (veth only; zero for netkit L3, which has none).
+    pub pod_mac: [u8; 6],
+    /// MAC of the host-side veth (veth only).
+    pub host_mac: [u8; 6],
+}
+// 4 + 4 + 6 + 6: no padding, the struct's 4-byte alignment is already met.
+const _: () = assert!(core::mem::size_of::<EndpointValue>() == 20);
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain-old-data, `#[repr(C)]`, no padding (sizes asserted above), every bit
+    // pattern is valid.
+    unsafe impl aya::Pod for super::EndpointKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::EndpointValue {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_indices_are_dense_and_in_order() {
+        for (i, s) in Stat::ALL.iter().enumerate() {
+            assert_eq!(s.index() as usize, i, "{} out of place", s.name());
+        }
+    }
+
+    #[test]
+    fn v4_keys_are_v4_mapped() {
+        let k = EndpointKey::from_v4([10, 1, 2, 3]);
+        assert_eq!(&k.addr[..12], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
+        assert_eq!(&k.addr[12..], &[10, 1, 2, 3]);
+    }
+}

@@ -1,0 +1,170 @@
+//! The pod datapath. Three programs, all `sched_cls` so one object serves netkit
+//! (`BPF_NETKIT_PEER` / `BPF_NETKIT_PRIMARY`) and tcx (veth fallback, uplink):
+//!
+//! - `nk_pod_egress`: what a pod sends. Drops spoofed sources, short-cuts traffic to
+//!   another local pod, hands everything else to the host stack.
+//! - `nk_pod_ingress`: what the host stack delivers to a pod. Counts it and passes.
+//! - `nk_uplink_ingress`: what arrives from the wire. Traffic for a local pod goes
+//!   straight into the pod with `bpf_redirect_peer`, skipping the host stack.
+//!
+//! netkit's return codes (`NETKIT_PASS` 0, `NETKIT_DROP` 2, `NETKIT_REDIRECT` 7) equal
+//! tc's (`TC_ACT_OK`, `TC_ACT_SHOT`, `TC_ACT_REDIRECT`), so one set of programs serves both.
+#![no_std]
+#![no_main]
+
+mod packet;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    helpers::generated::{bpf_redirect, bpf_redirect_peer},
+    macros::{classifier, map},
+    maps::{HashMap, PerCpuArray},
+    programs::TcContext,
+};
+use netkit_common::{
+    ENDPOINT_F_NETKIT, ENDPOINT_F_VETH, EndpointKey, EndpointValue, MAX_ENDPOINT_ADDRS, STAT_COUNT,
+    Stat,
+};
+use packet::{Addresses, L2, Parsed};
+
+/// Per-CPU decision counters, pinned by name so every loaded instance shares them.
+#[map]
+static NK_STATS: PerCpuArray<u64> = PerCpuArray::pinned(STAT_COUNT, 0);
+
+/// Every local pod address → the endpoint that owns it.
+#[map]
+static NK_ENDPOINTS: HashMap<EndpointKey, EndpointValue> = HashMap::pinned(MAX_ENDPOINT_ADDRS, 0);
+
+/// Host-side ifindex of the endpoint this instance serves; set by the agent at load
+/// time (one instance per endpoint), 0 in node-level instances.
+#[unsafe(no_mangle)]
+static ENDPOINT_IFINDEX: u32 = 0;
+
+/// `ENDPOINT_F_*` of the endpoint this instance serves: tells whether packets carry an
+/// Ethernet header (veth) or start at the IP header (netkit L3).
+#[unsafe(no_mangle)]
+static ENDPOINT_FLAGS: u32 = 0;
+
+#[inline(always)]
+fn endpoint_ifindex() -> u32 {
+    // SAFETY: a plain read of a global the loader may have rewritten; volatile so the
+    // compiler does not fold in the 0 it was initialised with.
+    unsafe { core::ptr::read_volatile(&ENDPOINT_IFINDEX) }
+}
+
+#[inline(always)]
+fn endpoint_flags() -> u32 {
+    // SAFETY: as in `endpoint_ifindex`.
+    unsafe { core::ptr::read_volatile(&ENDPOINT_FLAGS) }
+}
+
+#[inline(always)]
+fn count(stat: Stat) {
+    if let Some(counter) = NK_STATS.get_ptr_mut(stat.index()) {
+        // SAFETY: per-CPU slot, so no other writer; the pointer comes from the map.
+        unsafe { *counter += 1 };
+    }
+}
+
+#[inline(always)]
+fn lookup_endpoint(key: &EndpointKey) -> Option<EndpointValue> {
+    // SAFETY: the value is copied out at once; the map entry may be deleted after.
+    unsafe { NK_ENDPOINTS.get(key) }.copied()
+}
+
+#[classifier]
+pub fn nk_pod_egress(ctx: TcContext) -> i32 {
+    let flags = endpoint_flags();
+    let l2 = if flags & ENDPOINT_F_VETH != 0 {
+        L2::Ethernet
+    } else {
+        L2::None
+    };
+    match packet::parse(&ctx, l2) {
+        Parsed::Ip(addrs) => pod_egress_ip(&ctx, l2, &addrs),
+        // Address resolution and neighbour discovery from a veth pod are for the host
+        // stack (it answers for the gateway); anything else non-IP has no business
+        // leaving an L3 pod.
+        Parsed::NeighbourDiscovery | Parsed::Arp => {
+            count(Stat::Pass);
+            TC_ACT_OK
+        }
+        Parsed::Other | Parsed::Truncated => {
+            count(Stat::DropPolicy);
+            TC_ACT_SHOT
+        }
+    }
+}
+
+#[inline(always)]
+fn pod_egress_ip(ctx: &TcContext, l2: L2, addrs: &Addresses) -> i32 {
+    let own = endpoint_ifindex();
+    match lookup_endpoint(&addrs.src) {
+        Some(src) if src.ifindex == own => {}
+        _ => {
+            count(Stat::DropSpoof);
+            return TC_ACT_SHOT;
+        }
+    }
+    let Some(dst) = lookup_endpoint(&addrs.dst) else {
+        count(Stat::Pass);
+        return TC_ACT_OK;
+    };
+    if dst.flags & ENDPOINT_F_NETKIT != 0 && l2 == L2::None {
+        // Into the destination's primary: its xmit hands the packet to its peer, in
+        // the destination pod, after running that pod's ingress program.
+        count(Stat::Redirect);
+        // SAFETY: helper call with plain integer arguments.
+        return unsafe { bpf_redirect(dst.ifindex, 0) } as i32;
+    }
+    if dst.flags & ENDPOINT_F_VETH != 0 && l2 == L2::Ethernet {
+        if packet::rewrite_macs(ctx, &dst).is_err() {
+            count(Stat::DropPolicy);
+            return TC_ACT_SHOT;
+        }
+        // At tcx ingress of a host-side veth, redirect_peer lands the packet straight
+        // in the other pod's eth0 without a trip through the backlog queue.
+        count(Stat::RedirectPeer);
+        // SAFETY: helper call with plain integer arguments.
+        return unsafe { bpf_redirect_peer(dst.ifindex, 0) } as i32;
+    }
+    // A destination wired in the other mode (only during a migration): let the
+    // stack route it.
+    count(Stat::Pass);
+    TC_ACT_OK
+}
+
+#[classifier]
+pub fn nk_pod_ingress(_ctx: TcContext) -> i32 {
+    count(Stat::StackIngress);
+    TC_ACT_OK
+}
+
+#[classifier]
+pub fn nk_uplink_ingress(ctx: TcContext) -> i32 {
+    let Parsed::Ip(addrs) = packet::parse(&ctx, L2::Ethernet) else {
+        count(Stat::Pass);
+        return TC_ACT_OK;
+    };
+    let Some(dst) = lookup_endpoint(&addrs.dst) else {
+        count(Stat::Pass);
+        return TC_ACT_OK;
+    };
+    if dst.flags & ENDPOINT_F_VETH != 0 && packet::rewrite_macs(&ctx, &dst).is_err() {
+        count(Stat::DropPolicy);
+        return TC_ACT_SHOT;
+    }
+    count(Stat::RedirectPeer);
+    // SAFETY: helper call with plain integer arguments.
+    unsafe { bpf_redirect_peer(dst.ifindex, 0) as i32 }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";
