@@ -1,4 +1,22 @@
-fn main() {
-    let obj = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netkit-bpf"));
-    println!("{}", obj.len());
+//! `netkit-agent`: the node daemon (`run`) and the CLI that talks to it.
+
+mod cli;
+mod datapath;
+mod ipam;
+mod metrics;
+mod registry;
+mod server;
+mod service;
+
+use clap::Parser as _;
+
+fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    match cli::dispatch(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("netkit-agent: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -20,6 +20,7 @@ use aya_ebpf::{
     macros::{classifier, map},
     maps::{HashMap, PerCpuArray},
     programs::TcContext,
+    Global,
 };
 use netkit_common::{
     ENDPOINT_F_NETKIT, ENDPOINT_F_VETH, EndpointKey, EndpointValue, MAX_ENDPOINT_ADDRS, STAT_COUNT,
@@ -38,24 +39,21 @@ static NK_ENDPOINTS: HashMap<EndpointKey, EndpointValue> = HashMap::pinned(MAX_E
 /// Host-side ifindex of the endpoint this instance serves; set by the agent at load
 /// time (one instance per endpoint), 0 in node-level instances.
 #[unsafe(no_mangle)]
-static ENDPOINT_IFINDEX: u32 = 0;
+static ENDPOINT_IFINDEX: Global<u32> = Global::new(0);
 
 /// `ENDPOINT_F_*` of the endpoint this instance serves: tells whether packets carry an
 /// Ethernet header (veth) or start at the IP header (netkit L3).
 #[unsafe(no_mangle)]
-static ENDPOINT_FLAGS: u32 = 0;
+static ENDPOINT_FLAGS: Global<u32> = Global::new(0);
 
 #[inline(always)]
 fn endpoint_ifindex() -> u32 {
-    // SAFETY: a plain read of a global the loader may have rewritten; volatile so the
-    // compiler does not fold in the 0 it was initialised with.
-    unsafe { core::ptr::read_volatile(&ENDPOINT_IFINDEX) }
+    ENDPOINT_IFINDEX.load()
 }
 
 #[inline(always)]
 fn endpoint_flags() -> u32 {
-    // SAFETY: as in `endpoint_ifindex`.
-    unsafe { core::ptr::read_volatile(&ENDPOINT_FLAGS) }
+    ENDPOINT_FLAGS.load()
 }
 
 #[inline(always)]
@@ -67,9 +65,10 @@ fn count(stat: Stat) {
 }
 
 #[inline(always)]
-fn lookup_endpoint(key: &EndpointKey) -> Option<EndpointValue> {
-    // SAFETY: the value is copied out at once; the map entry may be deleted after.
-    unsafe { NK_ENDPOINTS.get(key) }.copied()
+fn lookup_endpoint(key: &EndpointKey) -> Option<&EndpointValue> {
+    // SAFETY: hash map values stay valid for the program's run (RCU) even when user
+    // space deletes the entry meanwhile; we only read them.
+    unsafe { NK_ENDPOINTS.get(key) }
 }
 
 #[classifier]
@@ -80,8 +79,9 @@ pub fn nk_pod_egress(ctx: TcContext) -> i32 {
     } else {
         L2::None
     };
-    match packet::parse(&ctx, l2) {
-        Parsed::Ip(addrs) => pod_egress_ip(&ctx, l2, &addrs),
+    let mut addrs = Addresses::new();
+    match packet::parse(&ctx, l2, &mut addrs) {
+        Parsed::Ip => pod_egress_ip(&ctx, l2, &addrs),
         // Address resolution and neighbour discovery from a veth pod are for the host
         // stack (it answers for the gateway); anything else non-IP has no business
         // leaving an L3 pod.
@@ -118,7 +118,7 @@ fn pod_egress_ip(ctx: &TcContext, l2: L2, addrs: &Addresses) -> i32 {
         return unsafe { bpf_redirect(dst.ifindex, 0) } as i32;
     }
     if dst.flags & ENDPOINT_F_VETH != 0 && l2 == L2::Ethernet {
-        if packet::rewrite_macs(ctx, &dst).is_err() {
+        if packet::rewrite_macs(ctx, dst).is_err() {
             count(Stat::DropPolicy);
             return TC_ACT_SHOT;
         }
@@ -142,15 +142,16 @@ pub fn nk_pod_ingress(_ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn nk_uplink_ingress(ctx: TcContext) -> i32 {
-    let Parsed::Ip(addrs) = packet::parse(&ctx, L2::Ethernet) else {
+    let mut addrs = Addresses::new();
+    if packet::parse(&ctx, L2::Ethernet, &mut addrs) != Parsed::Ip {
         count(Stat::Pass);
         return TC_ACT_OK;
-    };
+    }
     let Some(dst) = lookup_endpoint(&addrs.dst) else {
         count(Stat::Pass);
         return TC_ACT_OK;
     };
-    if dst.flags & ENDPOINT_F_VETH != 0 && packet::rewrite_macs(&ctx, &dst).is_err() {
+    if dst.flags & ENDPOINT_F_VETH != 0 && packet::rewrite_macs(&ctx, dst).is_err() {
         count(Stat::DropPolicy);
         return TC_ACT_SHOT;
     }

@@ -20,13 +20,24 @@ pub enum L2 {
     None,
 }
 
+/// Source and destination of an IP packet. Filled in place by `parse`: returning it
+/// inside an enum would copy the enum's undefined padding bytes, which the verifier
+/// rejects as reads of uninitialised stack.
 pub struct Addresses {
     pub src: EndpointKey,
     pub dst: EndpointKey,
 }
 
+impl Addresses {
+    pub const fn new() -> Self {
+        Addresses { src: EndpointKey { addr: [0; 16] }, dst: EndpointKey { addr: [0; 16] } }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Parsed {
-    Ip(Addresses),
+    /// IPv4 or IPv6; the addresses were written to the caller's `Addresses`.
+    Ip,
     Arp,
     NeighbourDiscovery,
     Other,
@@ -70,7 +81,7 @@ fn ethertype(ctx: &TcContext, l2: L2) -> Option<u16> {
 }
 
 #[inline(always)]
-pub fn parse(ctx: &TcContext, l2: L2) -> Parsed {
+pub fn parse(ctx: &TcContext, l2: L2, out: &mut Addresses) -> Parsed {
     let l3 = match l2 {
         L2::Ethernet => ETH_HLEN,
         L2::None => 0,
@@ -80,22 +91,18 @@ pub fn parse(ctx: &TcContext, l2: L2) -> Parsed {
     };
     match proto {
         ETH_P_IP => {
-            let (Some(src), Some(dst)) =
-                (read_array::<4>(ctx, l3 + 12), read_array::<4>(ctx, l3 + 16))
-            else {
+            let Some(src) = read_array::<4>(ctx, l3 + 12) else {
                 return Parsed::Truncated;
             };
-            Parsed::Ip(Addresses {
-                src: EndpointKey::from_v4(src),
-                dst: EndpointKey::from_v4(dst),
-            })
+            let Some(dst) = read_array::<4>(ctx, l3 + 16) else {
+                return Parsed::Truncated;
+            };
+            out.src = EndpointKey::from_v4(src);
+            out.dst = EndpointKey::from_v4(dst);
+            Parsed::Ip
         }
         ETH_P_IPV6 => {
-            let (Some(next), Some(src), Some(dst)) = (
-                read_u8(ctx, l3 + 6),
-                read_array::<16>(ctx, l3 + 8),
-                read_array::<16>(ctx, l3 + 24),
-            ) else {
+            let Some(next) = read_u8(ctx, l3 + 6) else {
                 return Parsed::Truncated;
             };
             if next == IPPROTO_ICMPV6 {
@@ -107,10 +114,15 @@ pub fn parse(ctx: &TcContext, l2: L2) -> Parsed {
                     return Parsed::NeighbourDiscovery;
                 }
             }
-            Parsed::Ip(Addresses {
-                src: EndpointKey::from_v6(src),
-                dst: EndpointKey::from_v6(dst),
-            })
+            let Some(src) = read_array::<16>(ctx, l3 + 8) else {
+                return Parsed::Truncated;
+            };
+            let Some(dst) = read_array::<16>(ctx, l3 + 24) else {
+                return Parsed::Truncated;
+            };
+            out.src = EndpointKey::from_v6(src);
+            out.dst = EndpointKey::from_v6(dst);
+            Parsed::Ip
         }
         ETH_P_ARP => Parsed::Arp,
         _ => Parsed::Other,

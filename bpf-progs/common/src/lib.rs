@@ -18,6 +18,9 @@ pub mod global_names {
     /// Host-side ifindex of the endpoint a pod program instance serves
     /// (netkit primary, or host-side veth). 0 for node-level programs.
     pub const ENDPOINT_IFINDEX: &str = "ENDPOINT_IFINDEX";
+    /// `ENDPOINT_F_*` of that endpoint (tells the program whether frames carry an
+    /// Ethernet header). 0 for node-level programs.
+    pub const ENDPOINT_FLAGS: &str = "ENDPOINT_FLAGS";
 }
 
 /// Names of the programs in the object.

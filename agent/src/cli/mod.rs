@@ -1,0 +1,83 @@
+//! Command-line arguments (one struct per subcommand) and dispatch; each handler lives
+//! in its own file.
+
+mod client;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "netkit-agent",
+    version,
+    about = "netkit-cni node agent and its CLI"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent: load and pin the datapath, serve the CNI plugin.
+    Run(RunArgs),
+    /// Is the agent ready? Exit status 0 when it is.
+    Status(ClientArgs),
+    /// The endpoints the agent serves.
+    Endpoints(ClientArgs),
+    /// Datapath counters (packets per decision, summed over CPUs).
+    Stats(ClientArgs),
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Unix socket to serve (created 0600).
+    #[arg(long, default_value = netkit_api::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Directory on a bpffs where maps and links are pinned.
+    #[arg(long, default_value = "/sys/fs/bpf/netkit")]
+    pub bpffs_root: PathBuf,
+    /// Where the endpoint registry is kept.
+    #[arg(long, default_value = "/var/lib/netkit-agent")]
+    pub state_dir: PathBuf,
+    /// Pod CIDR(s) for built-in IPAM; repeat for dual-stack.
+    #[arg(long = "pod-cidr")]
+    pub pod_cidrs: Vec<ipnetwork::IpNetwork>,
+    /// Uplink device for the inbound fast path; default: the IPv4 default route's device.
+    #[arg(long)]
+    pub uplink: Option<String>,
+    /// Do not attach to any uplink.
+    #[arg(long, conflicts_with = "uplink")]
+    pub no_uplink: bool,
+    /// Serve /metrics, /healthz and /readyz on this address.
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Log to this file instead of stderr.
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Args)]
+pub struct ClientArgs {
+    /// The agent's socket.
+    #[arg(long, default_value = netkit_api::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Status(args) => client::status(&args),
+        Command::Endpoints(args) => client::endpoints(&args),
+        Command::Stats(args) => client::stats(&args),
+    }
+}

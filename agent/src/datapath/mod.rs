@@ -1,0 +1,343 @@
+//! The BPF datapath on this node: the embedded object, where its pieces are pinned, and
+//! the operations the agent performs on it (attach the uplink, program and remove pod
+//! endpoints, read the counters). Everything attached is pinned, so the datapath keeps
+//! forwarding while the agent is down or being replaced.
+
+mod bpffs;
+mod loader;
+mod pins;
+pub mod sys;
+
+use std::net::IpAddr;
+use std::os::fd::AsFd as _;
+use std::path::{Path, PathBuf};
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use netkit_api::LinkMode;
+use netkit_common::{
+    ENDPOINT_F_NETKIT, ENDPOINT_F_VETH, EndpointKey, EndpointValue, Stat, program_names,
+};
+
+pub use pins::PinLayout;
+use sys::AttachType;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("bpffs: {0}")]
+    Bpffs(String),
+    #[error("loading the BPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("the BPF object has no {0}")]
+    Missing(&'static str),
+    #[error(transparent)]
+    Sys(#[from] sys::SysError),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("interface {0} not found")]
+    NoInterface(String),
+    #[error("invalid MAC address {0:?}")]
+    Mac(String),
+}
+
+pub type Result<T> = std::result::Result<T, DatapathError>;
+
+/// What the datapath needs to know about one endpoint.
+pub struct EndpointSpec<'a> {
+    /// Directory name for the endpoint's pins (unique per endpoint).
+    pub pin_name: &'a str,
+    pub mode: LinkMode,
+    pub host_ifindex: u32,
+    pub pod_mac: Option<&'a str>,
+    pub host_mac: Option<&'a str>,
+    pub addresses: &'a [IpAddr],
+}
+
+/// The node's datapath: pinned maps held open, programs loaded per attachment.
+pub struct Datapath {
+    pins: PinLayout,
+    endpoints: BpfHashMap<MapData, EndpointKey, EndpointValue>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+impl Datapath {
+    /// Open (or create) the pinned maps under `root`, mounting bpffs first when the
+    /// root's filesystem is not one.
+    pub fn open(root: &Path) -> Result<Self> {
+        bpffs::ensure_mounted(root)?;
+        let pins = PinLayout::new(root);
+        pins.create_dirs()?;
+        let mut ebpf = loader::load(&pins, 0, 0)?;
+        let endpoints = take_map(&mut ebpf, netkit_common::map_names::ENDPOINTS)?;
+        let endpoints = BpfHashMap::try_from(endpoints).map_err(|source| DatapathError::Map {
+            name: "NK_ENDPOINTS",
+            source,
+        })?;
+        let stats = take_map(&mut ebpf, netkit_common::map_names::STATS)?;
+        let stats = PerCpuArray::try_from(stats).map_err(|source| DatapathError::Map {
+            name: "NK_STATS",
+            source,
+        })?;
+        Ok(Datapath {
+            pins,
+            endpoints,
+            stats,
+        })
+    }
+
+    pub fn pins(&self) -> &PinLayout {
+        &self.pins
+    }
+
+    /// Attach the uplink program at tcx ingress of `ifname`, or move an existing pinned
+    /// attachment to the newly embedded program (an upgrade) without detaching it.
+    pub fn attach_uplink(&mut self, ifname: &str) -> Result<()> {
+        let ifindex = ifindex_of(ifname)?;
+        let pin = self.pins.uplink_link(ifname);
+        attach_or_update(
+            &self.pins,
+            &pin,
+            program_names::UPLINK_INGRESS,
+            0,
+            0,
+            ifindex,
+            AttachType::TcxIngress,
+        )
+    }
+
+    /// Attach the pod programs for an endpoint (replacing the programs of existing pinned
+    /// links atomically) and write its addresses into the endpoint map. Returns the names
+    /// of the attachments.
+    pub fn program_endpoint(&mut self, spec: &EndpointSpec<'_>) -> Result<Vec<String>> {
+        let (flags, egress_at, ingress_at) = match spec.mode {
+            LinkMode::Netkit => (
+                ENDPOINT_F_NETKIT,
+                AttachType::NetkitPeer,
+                AttachType::NetkitPrimary,
+            ),
+            LinkMode::Veth => (
+                ENDPOINT_F_VETH,
+                AttachType::TcxIngress,
+                AttachType::TcxEgress,
+            ),
+        };
+        let value = EndpointValue {
+            ifindex: spec.host_ifindex,
+            flags,
+            pod_mac: parse_mac(spec.pod_mac)?,
+            host_mac: parse_mac(spec.host_mac)?,
+        };
+        // Map entries first: the egress program drops every source it cannot find, so
+        // the pod's own addresses must be known before it runs.
+        for addr in spec.addresses {
+            self.endpoints
+                .insert(endpoint_key(addr), value, 0)
+                .map_err(|source| DatapathError::Map {
+                    name: "NK_ENDPOINTS",
+                    source,
+                })?;
+        }
+        let dir = self.pins.endpoint_dir(spec.pin_name);
+        std::fs::create_dir_all(&dir).map_err(|source| DatapathError::Io {
+            what: "creating",
+            path: dir.clone(),
+            source,
+        })?;
+        let attached = [
+            (program_names::POD_INGRESS, ingress_at, "ingress"),
+            (program_names::POD_EGRESS, egress_at, "egress"),
+        ];
+        let mut names = Vec::new();
+        for (program, at, pin_file) in attached {
+            let pin = dir.join(pin_file);
+            attach_or_update(
+                &self.pins,
+                &pin,
+                program,
+                spec.host_ifindex,
+                flags,
+                spec.host_ifindex,
+                at,
+            )?;
+            names.push(format!("{program}@{}", at.name()));
+        }
+        Ok(names)
+    }
+
+    /// Detach an endpoint's programs (by removing their pins) and forget its addresses.
+    /// Missing pieces are not errors: removal is idempotent.
+    pub fn remove_endpoint(&mut self, pin_name: &str, addresses: &[IpAddr]) -> Result<()> {
+        for addr in addresses {
+            match self.endpoints.remove(&endpoint_key(addr)) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(source) => {
+                    return Err(DatapathError::Map {
+                        name: "NK_ENDPOINTS",
+                        source,
+                    });
+                }
+            }
+        }
+        let dir = self.pins.endpoint_dir(pin_name);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(DatapathError::Io {
+                what: "removing",
+                path: dir,
+                source,
+            }),
+        }
+    }
+
+    /// Addresses in the endpoint map (for reconciliation).
+    pub fn mapped_addresses(&self) -> Vec<EndpointKey> {
+        self.endpoints.keys().filter_map(|k| k.ok()).collect()
+    }
+
+    /// Delete one endpoint-map entry (reconciliation of orphans).
+    pub fn unmap(&mut self, key: &EndpointKey) -> Result<()> {
+        match self.endpoints.remove(key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(DatapathError::Map {
+                name: "NK_ENDPOINTS",
+                source,
+            }),
+        }
+    }
+
+    /// Every counter summed over CPUs, in `Stat::ALL` order.
+    pub fn counters(&self) -> Result<Vec<(Stat, u64)>> {
+        Stat::ALL
+            .iter()
+            .map(|stat| {
+                let per_cpu =
+                    self.stats
+                        .get(&stat.index(), 0)
+                        .map_err(|source| DatapathError::Map {
+                            name: "NK_STATS",
+                            source,
+                        })?;
+                Ok((*stat, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+}
+
+fn take_map(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<aya::maps::Map> {
+    ebpf.take_map(name).ok_or(DatapathError::Missing(name))
+}
+
+/// Attach `program` (instance configured for `endpoint_ifindex`/`flags`) at `at` on
+/// `ifindex`, pinning the link at `pin`. When `pin` already holds a link (agent restart
+/// or upgrade), swap its program with `BPF_LINK_UPDATE` instead: the hook is never empty.
+fn attach_or_update(
+    pins: &PinLayout,
+    pin: &Path,
+    program: &'static str,
+    endpoint_ifindex: u32,
+    flags: u32,
+    ifindex: u32,
+    at: AttachType,
+) -> Result<()> {
+    let mut ebpf = loader::load(pins, endpoint_ifindex, flags)?;
+    let prog = loader::classifier(&mut ebpf, program)?;
+    let prog_fd = prog.fd().map_err(|source| DatapathError::Program {
+        name: program,
+        source,
+    })?;
+    if pin.exists() {
+        let link = sys::obj_get(pin)?;
+        match sys::link_update(link.as_fd(), prog_fd.as_fd()) {
+            Ok(()) => return Ok(()),
+            // The link outlived its device (defunct): replace the pin with a new link.
+            Err(e) => {
+                tracing::info!(pin = %pin.display(), error = %e, "pinned link not updatable; re-attaching");
+                remove_pin(pin)?;
+            }
+        }
+    }
+    let link = sys::link_create(prog_fd.as_fd(), ifindex, at)?;
+    sys::obj_pin(link.as_fd(), pin)?;
+    Ok(())
+}
+
+fn remove_pin(pin: &Path) -> Result<()> {
+    match std::fs::remove_file(pin) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(DatapathError::Io {
+            what: "unpinning",
+            path: pin.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+pub fn endpoint_key(addr: &IpAddr) -> EndpointKey {
+    match addr {
+        IpAddr::V4(v4) => EndpointKey::from_v4(v4.octets()),
+        IpAddr::V6(v6) => EndpointKey::from_v6(v6.octets()),
+    }
+}
+
+pub fn ifindex_of(ifname: &str) -> Result<u32> {
+    nix::net::if_::if_nametoindex(ifname)
+        .map_err(|_| DatapathError::NoInterface(ifname.to_string()))
+}
+
+fn parse_mac(mac: Option<&str>) -> Result<[u8; 6]> {
+    let Some(text) = mac else {
+        return Ok([0; 6]);
+    };
+    let mut out = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut out {
+        let part = parts
+            .next()
+            .ok_or_else(|| DatapathError::Mac(text.to_string()))?;
+        *byte = u8::from_str_radix(part, 16).map_err(|_| DatapathError::Mac(text.to_string()))?;
+    }
+    if parts.next().is_some() {
+        return Err(DatapathError::Mac(text.to_string()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_parse_strictly() {
+        assert_eq!(
+            parse_mac(Some("02:00:0a:ff:00:01")).unwrap(),
+            [2, 0, 10, 255, 0, 1]
+        );
+        assert_eq!(parse_mac(None).unwrap(), [0; 6]);
+        assert!(parse_mac(Some("02:00:0a:ff:00")).is_err());
+        assert!(parse_mac(Some("02:00:0a:ff:00:01:02")).is_err());
+        assert!(parse_mac(Some("zz:00:0a:ff:00:01")).is_err());
+    }
+
+    #[test]
+    fn keys_follow_the_shared_layout() {
+        let v4: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(endpoint_key(&v4), EndpointKey::from_v4([10, 1, 2, 3]));
+        let v6: IpAddr = "fd00::1".parse().unwrap();
+        assert_eq!(endpoint_key(&v6).addr[0], 0xfd);
+    }
+}
