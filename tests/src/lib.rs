@@ -9,6 +9,7 @@
     reason = "test support: a failure here is a test failure, reported by the panic"
 )]
 
+pub mod agent;
 pub mod bins;
 pub mod cmd;
 pub mod containerd;

@@ -1,0 +1,88 @@
+//! The agent's datapath on the host kernel: its uplink program runs (counters move when
+//! packets cross a veth) and survives an agent restart without losing a packet.
+
+use netkit_tests::agent::{Agent, AgentDirs};
+use netkit_tests::netns::{Netns, unique_ifname, veth_pair};
+
+/// Two namespaces on a veth: `node` runs the agent with the veth as its uplink, `peer`
+/// sends to it.
+struct Wire {
+    node: Netns,
+    peer: Netns,
+    uplink: String,
+}
+
+fn wire(tag: &str) -> Wire {
+    let node = Netns::new(tag);
+    let peer = Netns::new(tag);
+    let uplink = unique_ifname("up");
+    let other = unique_ifname("pe");
+    // Both ends live in namespaces, so the pair dies with them.
+    drop(veth_pair((&node, uplink.as_str()), (&peer, other.as_str())));
+    node.ip(&format!("addr add 192.0.2.1/24 dev {uplink}"));
+    peer.ip(&format!("addr add 192.0.2.2/24 dev {other}"));
+    Wire { node, peer, uplink }
+}
+
+#[test]
+fn uplink_program_counts_packets_crossing_the_veth() {
+    let w = wire("agup");
+    let dirs = AgentDirs::new("agup");
+    let agent = Agent::start(&w.node, &dirs, &["--uplink", &w.uplink]);
+    let before = agent.counter("pass");
+    assert!(w.peer.ping("192.0.2.1"), "ping over the veth failed");
+    let after = agent.counter("pass");
+    assert!(after > before, "pass counter did not move: {before} -> {after}");
+    // Nothing here is for a pod, so nothing may have been redirected.
+    assert_eq!(agent.counter("redirect_peer"), 0);
+    let pin = dirs.bpffs.path().join("uplink").join(&w.uplink);
+    assert!(pin.exists(), "uplink link not pinned at {}", pin.display());
+}
+
+#[test]
+fn datapath_keeps_running_while_the_agent_is_down_and_is_adopted_on_restart() {
+    let w = wire("agrs");
+    let dirs = AgentDirs::new("agrs");
+    let agent = Agent::start(&w.node, &dirs, &["--uplink", &w.uplink]);
+    assert!(w.peer.ping("192.0.2.1"));
+    let counted_before_stop = agent.counter("pass");
+    agent.stop();
+
+    // The pinned link keeps the program attached: packets are still counted.
+    let pings = 3;
+    let out = w.peer.command("ping").args(["-c", "3", "-i", "0.2", "-W", "1", "192.0.2.1"]).output().unwrap();
+    assert!(out.status.success(), "traffic stopped with the agent: {out:?}");
+
+    let agent = Agent::start(&w.node, &dirs, &["--uplink", &w.uplink]);
+    let counted_after_restart = agent.counter("pass");
+    assert!(
+        counted_after_restart >= counted_before_stop + pings,
+        "packets sent while the agent was down were not counted by the pinned program: \
+         {counted_before_stop} then {counted_after_restart}"
+    );
+    assert!(w.peer.ping("192.0.2.1"), "no traffic after the restart");
+}
+
+#[test]
+fn a_bad_uplink_is_a_readable_error_and_leaves_no_pin() {
+    let w = wire("agbd");
+    let dirs = AgentDirs::new("agbd");
+    let out = w
+        .node
+        .command(netkit_tests::bins::agent())
+        .arg("run")
+        .arg("--socket")
+        .arg(dirs.socket())
+        .arg("--bpffs-root")
+        .arg(dirs.bpffs.path())
+        .arg("--state-dir")
+        .arg(dirs.state_dir())
+        .args(["--uplink", "nosuchdev0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "agent started on a missing uplink");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("nosuchdev0"), "error does not name the device: {stderr}");
+    assert!(!dirs.bpffs.path().join("uplink").join("nosuchdev0").exists());
+    assert!(!dirs.socket().exists(), "socket left behind");
+}
