@@ -181,15 +181,7 @@ impl Datapath {
     /// Missing pieces are not errors: removal is idempotent.
     pub fn remove_endpoint(&mut self, pin_name: &str, addresses: &[IpAddr]) -> Result<()> {
         for addr in addresses {
-            match self.endpoints.remove(&endpoint_key(addr)) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(source) => {
-                    return Err(DatapathError::Map {
-                        name: "NK_ENDPOINTS",
-                        source,
-                    });
-                }
-            }
+            self.unmap(&endpoint_key(addr))?;
         }
         let dir = self.pins.endpoint_dir(pin_name);
         match std::fs::remove_dir_all(&dir) {
@@ -208,14 +200,12 @@ impl Datapath {
         self.endpoints.keys().filter_map(|k| k.ok()).collect()
     }
 
-    /// Delete one endpoint-map entry (reconciliation of orphans).
+    /// Delete one endpoint-map entry. A missing entry is fine: removal is idempotent.
     pub fn unmap(&mut self, key: &EndpointKey) -> Result<()> {
         match self.endpoints.remove(key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(DatapathError::Map {
-                name: "NK_ENDPOINTS",
-                source,
-            }),
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(source) => Err(DatapathError::Map { name: "NK_ENDPOINTS", source }),
         }
     }
 
@@ -234,6 +224,15 @@ impl Datapath {
                 Ok((*stat, per_cpu.iter().sum()))
             })
             .collect()
+    }
+}
+
+/// aya reports a missing key on delete as the syscall's ENOENT, not `KeyNotFound`.
+fn is_not_found(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
     }
 }
 

@@ -7,4 +7,5 @@
 )]
 
 mod agent;
+mod cni;
 mod rig;

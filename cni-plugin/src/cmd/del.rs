@@ -1,0 +1,153 @@
+//! DEL: idempotent, from `CNI_CONTAINERID` + `CNI_IFNAME` alone (no netns, no
+//! `prevResult` needed): the agent endpoint (queued when the agent is away), the
+//! host link found by its derived name (the pod end goes with it), the delegated IPAM
+//! release. Every part is attempted; the first failure is reported with the others.
+
+use netkit_api::EndpointId;
+
+use super::Ctx;
+use crate::agent;
+use crate::connector;
+use crate::error::Error;
+use crate::netlink::{Link, Ns};
+
+pub fn del(ctx: &mut Ctx<'_>) -> Result<(), Error> {
+    ctx.flush_deletion_queue();
+    let id = ctx.endpoint_id();
+    let mut errors: Vec<Error> = Vec::new();
+
+    match agent::del_endpoint(ctx.agent, &id) {
+        Ok(()) => {}
+        Err(e) if e.is_unavailable() => {
+            tracing::warn!(error = %e, "agent unavailable; queueing the endpoint deletion");
+            if let Err(q) = ctx.queue.enqueue(&id) {
+                errors.push(q.into());
+            }
+        }
+        Err(e) => errors.push(e.into()),
+    }
+
+    let host_name = connector::host_ifname(&id);
+    match ctx.kernel.link_by_name(Ns::Host, &host_name) {
+        Ok(Some(link)) if ours(&link, &id) => match ctx.kernel.delete_link(Ns::Host, link.index) {
+            Err(e) if !e.is_not_found() => errors.push(e.into()),
+            _ => tracing::debug!(link = %host_name, "host link deleted"),
+        },
+        Ok(Some(link)) => {
+            tracing::warn!(link = %host_name, alias = ?link.alias, "the link by our name belongs to another attachment; left alone")
+        }
+        Ok(None) => {}
+        Err(e) => errors.push(e.into()),
+    }
+
+    if let Some(delegate) = ctx.delegate()
+        && let Err(e) = delegate.del()
+    {
+        errors.push(e.into());
+    }
+    Error::from_many(errors)
+}
+
+/// Our link, unless its alias names another attachment (a hash collision, or a name
+/// someone else chose).
+fn ours(link: &Link, id: &EndpointId) -> bool {
+    match link.alias.as_deref().and_then(connector::parse_alias) {
+        Some((_, owner)) => owner == *id,
+        None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::spec::env::Command;
+    use crate::spec::error::CniError;
+    use crate::testing::{POD, World};
+
+    fn id(c: &str) -> EndpointId {
+        EndpointId {
+            container_id: c.into(),
+            ifname: "eth0".into(),
+        }
+    }
+
+    #[test]
+    fn del_removes_everything_add_made_and_is_idempotent() {
+        for ipam in [json!(null), json!({"type": "fake-ipam"})] {
+            let mut w = World::new();
+            let before = w.snapshot();
+            let conf = w.conf(json!({"ipam": ipam}));
+            w.add("c1", POD, &conf).unwrap();
+            assert_ne!(w.snapshot(), before);
+            // As containerd's CRI repeats it: no netns.
+            w.run(Command::Del, "c1", None, &conf).unwrap();
+            let after = w.snapshot();
+            // `lo` stays up in the pod; everything we created is gone.
+            assert_eq!(
+                after.replace("up: true", "up: false"),
+                before.replace("up: true", "up: false")
+            );
+            assert!(w.kernel.pod(POD).links.values().all(|l| l.name == "lo"));
+            w.run(Command::Del, "c1", Some(POD), &conf).unwrap();
+            w.run(Command::Del, "never-added", Some("/run/netns/gone"), &conf)
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn an_absent_agent_queues_the_deletion_and_a_later_command_replays_it() {
+        let mut w = World::new();
+        let conf = w.conf(json!({}));
+        w.add("c1", POD, &conf).unwrap();
+        w.agent.with(|s| s.up = false);
+        w.run(Command::Del, "c1", Some(POD), &conf).unwrap();
+        assert!(
+            w.kernel
+                .host
+                .links
+                .values()
+                .all(|l| !l.name.starts_with("nk")),
+            "the link goes anyway"
+        );
+        assert_eq!(w.queue().pending().unwrap(), vec![id("c1")]);
+        assert!(w.agent.with(|s| s.endpoints.contains_key(&id("c1"))));
+
+        w.agent.with(|s| s.up = true);
+        w.run(Command::Status, "", None, &conf).unwrap();
+        assert!(w.queue().pending().unwrap().is_empty());
+        assert!(w.agent.with(|s| s.endpoints.is_empty()));
+    }
+
+    #[test]
+    fn an_ipam_failure_is_reported_after_the_rest_is_done() {
+        let mut w = World::new();
+        let conf = w.conf(json!({"ipam": {"type": "fake-ipam"}}));
+        w.add("c1", POD, &conf).unwrap();
+        w.ipam
+            .with(|s| s.fail = Some((Command::Del, CniError::new(5, "disk full"))));
+        let err = w.run(Command::Del, "c1", None, &conf).unwrap_err();
+        assert_eq!(err.to_cni().code, 5);
+        assert!(w.agent.with(|s| s.endpoints.is_empty()));
+        assert!(
+            w.kernel
+                .host
+                .links
+                .values()
+                .all(|l| !l.name.starts_with("nk"))
+        );
+    }
+
+    #[test]
+    fn a_link_that_names_another_attachment_is_left_alone() {
+        let mut w = World::new();
+        let conf = w.conf(json!({}));
+        let name = connector::host_ifname(&id("c1"));
+        let index = w
+            .kernel
+            .add_host_link(&name, Some("netkit-cni:pods:someone-else:eth0"));
+        w.run(Command::Del, "c1", None, &conf).unwrap();
+        assert!(w.kernel.host.links.contains_key(&index));
+    }
+}
