@@ -78,6 +78,7 @@ impl Agent {
             version: env!("CARGO_PKG_VERSION").to_string(),
             datapath: "bpf".to_string(),
             endpoints: self.registry.len(),
+            mapped_addresses: self.datapath.mapped_addresses().len(),
             pod_cidrs: self.pools.iter().map(|p| p.to_string()).collect(),
             uplink: self.uplink.clone(),
             reason: None,

@@ -15,12 +15,12 @@
 mod packet;
 
 use aya_ebpf::{
+    Global,
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     helpers::generated::{bpf_redirect, bpf_redirect_peer},
     macros::{classifier, map},
     maps::{HashMap, PerCpuArray},
     programs::TcContext,
-    Global,
 };
 use netkit_common::{
     ENDPOINT_F_NETKIT, ENDPOINT_F_VETH, EndpointKey, EndpointValue, MAX_ENDPOINT_ADDRS, STAT_COUNT,
@@ -82,10 +82,10 @@ pub fn nk_pod_egress(ctx: TcContext) -> i32 {
     let mut addrs = Addresses::new();
     match packet::parse(&ctx, l2, &mut addrs) {
         Parsed::Ip => pod_egress_ip(&ctx, l2, &addrs),
-        // Address resolution and neighbour discovery from a veth pod are for the host
-        // stack (it answers for the gateway); anything else non-IP has no business
-        // leaving an L3 pod.
-        Parsed::NeighbourDiscovery | Parsed::Arp => {
+        // ARP, neighbour discovery and MLD from a veth pod are link-local control
+        // traffic for the host stack (it answers for the gateway); anything else
+        // non-IP has no business leaving an L3 pod.
+        Parsed::LinkControl | Parsed::Arp => {
             count(Stat::Pass);
             TC_ACT_OK
         }

@@ -7,10 +7,16 @@ const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_IPV6: u16 = 0x86dd;
+const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ICMPV6: u8 = 58;
-/// Router solicitation .. neighbour advertisement (RFC 4861 types 133–136).
-const ICMPV6_ND_FIRST: u8 = 133;
-const ICMPV6_ND_LAST: u8 = 136;
+const IPV6_HLEN: usize = 40;
+/// Link-scoped ICMPv6 control messages a pod's kernel sends on its own, from its
+/// link-local or the unspecified address: MLD (RFC 2710 types 130–132, RFC 3810 type 143)
+/// and neighbour discovery (RFC 4861 types 133–136). They are for the host stack, not data.
+#[inline(always)]
+fn is_icmpv6_link_control(kind: u8) -> bool {
+    matches!(kind, 130..=136 | 143)
+}
 
 /// Whether the packet starts with an Ethernet header (veth, uplink) or at the IP
 /// header (netkit in L3 mode has no link-layer header at all).
@@ -30,7 +36,10 @@ pub struct Addresses {
 
 impl Addresses {
     pub const fn new() -> Self {
-        Addresses { src: EndpointKey { addr: [0; 16] }, dst: EndpointKey { addr: [0; 16] } }
+        Addresses {
+            src: EndpointKey { addr: [0; 16] },
+            dst: EndpointKey { addr: [0; 16] },
+        }
     }
 }
 
@@ -39,7 +48,8 @@ pub enum Parsed {
     /// IPv4 or IPv6; the addresses were written to the caller's `Addresses`.
     Ip,
     Arp,
-    NeighbourDiscovery,
+    /// ICMPv6 neighbour discovery or MLD.
+    LinkControl,
     Other,
     Truncated,
 }
@@ -80,6 +90,26 @@ fn ethertype(ctx: &TcContext, l2: L2) -> Option<u16> {
     }
 }
 
+/// The ICMPv6 type of an IPv6 packet whose ICMPv6 header follows the fixed header
+/// directly (ND) or one 8-byte hop-by-hop header (MLD, which carries Router Alert).
+#[inline(always)]
+fn icmpv6_type(ctx: &TcContext, l3: usize, next: u8) -> Option<u8> {
+    match next {
+        IPPROTO_ICMPV6 => read_u8(ctx, l3 + IPV6_HLEN),
+        IPPROTO_HOPOPTS => {
+            let inner = read_u8(ctx, l3 + IPV6_HLEN)?;
+            // Hdr Ext Len counts 8-octet units after the first 8: 0 means 8 bytes.
+            let ext_len = read_u8(ctx, l3 + IPV6_HLEN + 1)?;
+            if inner == IPPROTO_ICMPV6 && ext_len == 0 {
+                read_u8(ctx, l3 + IPV6_HLEN + 8)
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
 #[inline(always)]
 pub fn parse(ctx: &TcContext, l2: L2, out: &mut Addresses) -> Parsed {
     let l3 = match l2 {
@@ -105,14 +135,10 @@ pub fn parse(ctx: &TcContext, l2: L2, out: &mut Addresses) -> Parsed {
             let Some(next) = read_u8(ctx, l3 + 6) else {
                 return Parsed::Truncated;
             };
-            if next == IPPROTO_ICMPV6 {
-                // ND carries no extension headers in practice, so the ICMPv6 header
-                // follows the fixed 40-byte IPv6 header.
-                if let Some(kind) = read_u8(ctx, l3 + 40)
-                    && (ICMPV6_ND_FIRST..=ICMPV6_ND_LAST).contains(&kind)
-                {
-                    return Parsed::NeighbourDiscovery;
-                }
+            if let Some(kind) = icmpv6_type(ctx, l3, next)
+                && is_icmpv6_link_control(kind)
+            {
+                return Parsed::LinkControl;
             }
             let Some(src) = read_array::<16>(ctx, l3 + 8) else {
                 return Parsed::Truncated;

@@ -15,4 +15,5 @@ pub mod cmd;
 pub mod containerd;
 pub mod multinode;
 pub mod netns;
+pub mod pods;
 pub mod vm;

@@ -76,6 +76,9 @@ pub struct AgentStatus {
     /// `netkit` when the kernel can make netkit pairs, else `veth`.
     pub datapath: String,
     pub endpoints: usize,
+    /// Pod addresses in the datapath's endpoint map (one per endpoint address when the
+    /// kernel and the registry agree).
+    pub mapped_addresses: usize,
     pub pod_cidrs: Vec<String>,
     pub uplink: Option<String>,
     /// Why the agent is not ready, when it is not.

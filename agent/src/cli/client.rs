@@ -27,6 +27,7 @@ pub fn status(args: &ClientArgs) -> anyhow::Result<ExitCode> {
         println!("ready:      {}", status.ready);
         println!("version:    {}", status.version);
         println!("endpoints:  {}", status.endpoints);
+        println!("addresses:  {} in the datapath", status.mapped_addresses);
         println!("pod CIDRs:  {}", status.pod_cidrs.join(", "));
         println!("uplink:     {}", status.uplink.as_deref().unwrap_or("-"));
         if let Some(reason) = &status.reason {

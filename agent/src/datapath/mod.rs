@@ -205,7 +205,10 @@ impl Datapath {
         match self.endpoints.remove(key) {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
-            Err(source) => Err(DatapathError::Map { name: "NK_ENDPOINTS", source }),
+            Err(source) => Err(DatapathError::Map {
+                name: "NK_ENDPOINTS",
+                source,
+            }),
         }
     }
 

@@ -32,7 +32,10 @@ fn uplink_program_counts_packets_crossing_the_veth() {
     let before = agent.counter("pass");
     assert!(w.peer.ping("192.0.2.1"), "ping over the veth failed");
     let after = agent.counter("pass");
-    assert!(after > before, "pass counter did not move: {before} -> {after}");
+    assert!(
+        after > before,
+        "pass counter did not move: {before} -> {after}"
+    );
     // Nothing here is for a pod, so nothing may have been redirected.
     assert_eq!(agent.counter("redirect_peer"), 0);
     let pin = dirs.bpffs.path().join("uplink").join(&w.uplink);
@@ -50,8 +53,16 @@ fn datapath_keeps_running_while_the_agent_is_down_and_is_adopted_on_restart() {
 
     // The pinned link keeps the program attached: packets are still counted.
     let pings = 3;
-    let out = w.peer.command("ping").args(["-c", "3", "-i", "0.2", "-W", "1", "192.0.2.1"]).output().unwrap();
-    assert!(out.status.success(), "traffic stopped with the agent: {out:?}");
+    let out = w
+        .peer
+        .command("ping")
+        .args(["-c", "3", "-i", "0.2", "-W", "1", "192.0.2.1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "traffic stopped with the agent: {out:?}"
+    );
 
     let agent = Agent::start(&w.node, &dirs, &["--uplink", &w.uplink]);
     let counted_after_restart = agent.counter("pass");
@@ -82,7 +93,10 @@ fn a_bad_uplink_is_a_readable_error_and_leaves_no_pin() {
         .unwrap();
     assert!(!out.status.success(), "agent started on a missing uplink");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("nosuchdev0"), "error does not name the device: {stderr}");
+    assert!(
+        stderr.contains("nosuchdev0"),
+        "error does not name the device: {stderr}"
+    );
     assert!(!dirs.bpffs.path().join("uplink").join("nosuchdev0").exists());
     assert!(!dirs.socket().exists(), "socket left behind");
 }

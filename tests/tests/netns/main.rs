@@ -8,4 +8,5 @@
 
 mod agent;
 mod cni;
+mod datapath;
 mod rig;
