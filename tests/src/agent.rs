@@ -17,7 +17,10 @@ pub struct AgentDirs {
 
 impl AgentDirs {
     pub fn new(tag: &str) -> AgentDirs {
-        AgentDirs { bpffs: BpfDir::new(tag), tmp: tempfile::tempdir().expect("temp dir") }
+        AgentDirs {
+            bpffs: BpfDir::new(tag),
+            tmp: tempfile::tempdir().expect("temp dir"),
+        }
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -61,16 +64,27 @@ impl Agent {
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log);
         let child = cmd.spawn().expect("spawning netkit-agent");
-        let mut agent = Agent { child: Some(child), socket: dirs.socket(), log: dirs.log() };
+        let mut agent = Agent {
+            child: Some(child),
+            socket: dirs.socket(),
+            log: dirs.log(),
+        };
         let ready = wait_until(Duration::from_secs(20), || {
             if let Some(child) = agent.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!("netkit-agent exited with {status} before it was ready:\n{}", agent.log_text());
+                panic!(
+                    "netkit-agent exited with {status} before it was ready:\n{}",
+                    agent.log_text()
+                );
             }
             agent.cli(&["status"]).status.success()
         });
-        assert!(ready, "netkit-agent not ready after 20 s:\n{}", agent.log_text());
+        assert!(
+            ready,
+            "netkit-agent not ready after 20 s:\n{}",
+            agent.log_text()
+        );
         agent
     }
 
@@ -95,7 +109,11 @@ impl Agent {
     /// The datapath counters by name (`netkit-agent stats --json`).
     pub fn stats(&self) -> serde_json::Map<String, serde_json::Value> {
         let out = self.cli(&["stats", "--json"]);
-        assert!(out.status.success(), "stats failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "stats failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("stats --json is a JSON object")
     }
 
@@ -109,7 +127,11 @@ impl Agent {
     /// The endpoints (`netkit-agent endpoints --json`).
     pub fn endpoints(&self) -> Vec<serde_json::Value> {
         let out = self.cli(&["endpoints", "--json"]);
-        assert!(out.status.success(), "endpoints failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "endpoints failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("endpoints --json is a JSON array")
     }
 
@@ -126,7 +148,9 @@ impl Agent {
                     nix::sys::signal::Signal::SIGTERM,
                 );
             }
-            let exited = wait_until(Duration::from_secs(5), || matches!(child.try_wait(), Ok(Some(_))));
+            let exited = wait_until(Duration::from_secs(5), || {
+                matches!(child.try_wait(), Ok(Some(_)))
+            });
             if !exited {
                 let _ = child.kill();
             }
