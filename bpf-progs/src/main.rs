@@ -26,7 +26,7 @@ use netkit_common::{
     ENDPOINT_F_NETKIT, ENDPOINT_F_VETH, EndpointKey, EndpointValue, MAX_ENDPOINT_ADDRS, STAT_COUNT,
     Stat,
 };
-use packet::{Addresses, L2, Parsed};
+use packet::{Addresses, Parsed};
 
 /// Per-CPU decision counters, pinned by name so every loaded instance shares them.
 #[map]
@@ -41,8 +41,8 @@ static NK_ENDPOINTS: HashMap<EndpointKey, EndpointValue> = HashMap::pinned(MAX_E
 #[unsafe(no_mangle)]
 static ENDPOINT_IFINDEX: Global<u32> = Global::new(0);
 
-/// `ENDPOINT_F_*` of the endpoint this instance serves: tells whether packets carry an
-/// Ethernet header (veth) or start at the IP header (netkit L3).
+/// `ENDPOINT_F_*` of the endpoint this instance serves: netkit and veth pods are
+/// short-cut to each other differently.
 #[unsafe(no_mangle)]
 static ENDPOINT_FLAGS: Global<u32> = Global::new(0);
 
@@ -73,15 +73,9 @@ fn lookup_endpoint(key: &EndpointKey) -> Option<&EndpointValue> {
 
 #[classifier]
 pub fn nk_pod_egress(ctx: TcContext) -> i32 {
-    let flags = endpoint_flags();
-    let l2 = if flags & ENDPOINT_F_VETH != 0 {
-        L2::Ethernet
-    } else {
-        L2::None
-    };
     let mut addrs = Addresses::new();
-    match packet::parse(&ctx, l2, &mut addrs) {
-        Parsed::Ip => pod_egress_ip(&ctx, l2, &addrs),
+    match packet::parse(&ctx, &mut addrs) {
+        Parsed::Ip => pod_egress_ip(&ctx, &addrs),
         // ARP, neighbour discovery and MLD from a veth pod are link-local control
         // traffic for the host stack (it answers for the gateway); anything else
         // non-IP has no business leaving an L3 pod.
@@ -97,7 +91,7 @@ pub fn nk_pod_egress(ctx: TcContext) -> i32 {
 }
 
 #[inline(always)]
-fn pod_egress_ip(ctx: &TcContext, l2: L2, addrs: &Addresses) -> i32 {
+fn pod_egress_ip(ctx: &TcContext, addrs: &Addresses) -> i32 {
     let own = endpoint_ifindex();
     match lookup_endpoint(&addrs.src) {
         Some(src) if src.ifindex == own => {}
@@ -110,14 +104,15 @@ fn pod_egress_ip(ctx: &TcContext, l2: L2, addrs: &Addresses) -> i32 {
         count(Stat::Pass);
         return TC_ACT_OK;
     };
-    if dst.flags & ENDPOINT_F_NETKIT != 0 && l2 == L2::None {
+    let own_flags = endpoint_flags();
+    if dst.flags & own_flags & ENDPOINT_F_NETKIT != 0 {
         // Into the destination's primary: its xmit hands the packet to its peer, in
         // the destination pod, after running that pod's ingress program.
         count(Stat::Redirect);
         // SAFETY: helper call with plain integer arguments.
         return unsafe { bpf_redirect(dst.ifindex, 0) } as i32;
     }
-    if dst.flags & ENDPOINT_F_VETH != 0 && l2 == L2::Ethernet {
+    if dst.flags & own_flags & ENDPOINT_F_VETH != 0 {
         if packet::rewrite_macs(ctx, dst).is_err() {
             count(Stat::DropPolicy);
             return TC_ACT_SHOT;
@@ -143,7 +138,7 @@ pub fn nk_pod_ingress(_ctx: TcContext) -> i32 {
 #[classifier]
 pub fn nk_uplink_ingress(ctx: TcContext) -> i32 {
     let mut addrs = Addresses::new();
-    if packet::parse(&ctx, L2::Ethernet, &mut addrs) != Parsed::Ip {
+    if packet::parse(&ctx, &mut addrs) != Parsed::Ip {
         count(Stat::Pass);
         return TC_ACT_OK;
     }

@@ -18,14 +18,6 @@ fn is_icmpv6_link_control(kind: u8) -> bool {
     matches!(kind, 130..=136 | 143)
 }
 
-/// Whether the packet starts with an Ethernet header (veth, uplink) or at the IP
-/// header (netkit in L3 mode has no link-layer header at all).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum L2 {
-    Ethernet,
-    None,
-}
-
 /// Source and destination of an IP packet. Filled in place by `parse`: returning it
 /// inside an enum would copy the enum's undefined padding bytes, which the verifier
 /// rejects as reads of uninitialised stack.
@@ -79,17 +71,6 @@ fn read_u8(ctx: &TcContext, offset: usize) -> Option<u8> {
     read_array::<1>(ctx, offset).map(|b| b[0])
 }
 
-/// The network protocol: from the Ethernet header, or from `skb->protocol` when there
-/// is none.
-#[inline(always)]
-fn ethertype(ctx: &TcContext, l2: L2) -> Option<u16> {
-    match l2 {
-        L2::Ethernet => read_array::<2>(ctx, 12).map(u16::from_be_bytes),
-        // SAFETY: `skb` is the context pointer the kernel passed in.
-        L2::None => Some(u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16)),
-    }
-}
-
 /// The ICMPv6 type of an IPv6 packet whose ICMPv6 header follows the fixed header
 /// directly (ND) or one 8-byte hop-by-hop header (MLD, which carries Router Alert).
 #[inline(always)]
@@ -111,12 +92,13 @@ fn icmpv6_type(ctx: &TcContext, l3: usize, next: u8) -> Option<u8> {
 }
 
 #[inline(always)]
-pub fn parse(ctx: &TcContext, l2: L2, out: &mut Addresses) -> Parsed {
-    let l3 = match l2 {
-        L2::Ethernet => ETH_HLEN,
-        L2::None => 0,
-    };
-    let Some(proto) = ethertype(ctx, l2) else {
+/// Parse a frame. Every hook we attach to sees an Ethernet header: veth and the uplink
+/// obviously, and netkit too — even in L3 mode the device is set up as Ethernet (with
+/// `IFF_NOARP` and zero addresses), and its xmit runs our programs before
+/// `eth_type_trans`.
+pub fn parse(ctx: &TcContext, out: &mut Addresses) -> Parsed {
+    let l3 = ETH_HLEN;
+    let Some(proto) = read_array::<2>(ctx, 12).map(u16::from_be_bytes) else {
         return Parsed::Truncated;
     };
     match proto {

@@ -18,8 +18,8 @@ pub mod global_names {
     /// Host-side ifindex of the endpoint a pod program instance serves
     /// (netkit primary, or host-side veth). 0 for node-level programs.
     pub const ENDPOINT_IFINDEX: &str = "ENDPOINT_IFINDEX";
-    /// `ENDPOINT_F_*` of that endpoint (tells the program whether frames carry an
-    /// Ethernet header). 0 for node-level programs.
+    /// `ENDPOINT_F_*` of that endpoint (netkit and veth pods are short-cut
+    /// differently). 0 for node-level programs.
     pub const ENDPOINT_FLAGS: &str = "ENDPOINT_FLAGS";
 }
 
@@ -134,7 +134,7 @@ pub struct EndpointValue {
     pub ifindex: u32,
     /// `ENDPOINT_F_*`.
     pub flags: u32,
-    /// MAC of the pod's interface (veth only; zero for netkit L3, which has none).
+    /// MAC of the pod's interface (veth only; netkit L3 devices have all-zero MACs).
     pub pod_mac: [u8; 6],
     /// MAC of the host-side veth (veth only).
     pub host_mac: [u8; 6],

@@ -1,6 +1,7 @@
 //! Which path packets take, proven by the datapath counters: pod ↔ pod and wire → pod on
-//! the fast path, spoofed sources dropped, nothing left behind after DEL. On this kernel
-//! the pods are on the veth fallback (the VM tier repeats this with netkit).
+//! the fast path, spoofed sources dropped, nothing left behind after DEL. On the host
+//! kernel the pods are on the veth fallback; the VM tier runs this same file against
+//! netkit (`expected_mode`).
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -44,6 +45,26 @@ fn site(tag: &str) -> Site {
     }
 }
 
+/// The link mode `mode: auto` must pick: netkit inside the VM (its kernel has it), the
+/// veth fallback on the host kernel (it has not).
+fn expected_mode() -> &'static str {
+    if std::env::var("NETKIT_VM_GUEST").as_deref() == Ok("1") {
+        "netkit"
+    } else {
+        "veth"
+    }
+}
+
+fn assert_mode(node: &Node) {
+    for e in node.agent().endpoints() {
+        assert_eq!(
+            e["mode"],
+            expected_mode(),
+            "endpoint wired in the wrong mode: {e}"
+        );
+    }
+}
+
 fn tcp_round_trip(from: &Pod, to: &Pod, to_ip: &str) {
     let listener = to
         .ns
@@ -80,10 +101,15 @@ fn pod_to_pod_icmp_and_tcp_take_the_fast_path() {
     let (a, b) = (Pod::new("dppa"), Pod::new("dppb"));
     let _ra = s.node.add(&a, &s.conf);
     let rb = s.node.add(&b, &s.conf);
+    assert_mode(&s.node);
     let agent = s.node.agent();
     let before = agent.counter("redirect_peer") + agent.counter("redirect");
     for v6 in [false, true] {
-        assert!(a.ns.ping(pod_ip(&rb, v6)), "a cannot reach b (v6: {v6})");
+        assert!(
+            a.ns.ping(pod_ip(&rb, v6)),
+            "a cannot reach b (v6: {v6}); counters: {:?}",
+            s.node.agent().stats()
+        );
         tcp_round_trip(&a, &b, &pod_ip(&rb, v6));
     }
     let after = agent.counter("redirect_peer") + agent.counter("redirect");
@@ -99,6 +125,7 @@ fn traffic_from_the_wire_is_redirected_into_the_pod() {
     let s = site("dpw");
     let a = Pod::new("dpwa");
     let ra = s.node.add(&a, &s.conf);
+    assert_mode(&s.node);
     let agent = s.node.agent();
     let before = agent.counter("redirect_peer");
     assert!(
