@@ -80,7 +80,9 @@ ip -n "$OUTSIDE" route add 10.244.0.0/24 via 198.18.0.1
 for pod in "${PODS[@]}"; do ip netns add "$pod"; done
 
 say "starting netkit-agent on the node (pod CIDRs 10.244.0.0/24, fd00:244::/64, uplink eth0)"
-node "$AGENT" run --socket "$SOCK" --bpffs-root "$BPF_ROOT" --state-dir "$RUN/state" \
+# nsenter execs the agent, so $! is the agent itself (a function or subshell here would
+# leave the agent running when cleanup kills that pid instead).
+nsenter --net="/run/netns/$NODE" "$AGENT" run --socket "$SOCK" --bpffs-root "$BPF_ROOT" --state-dir "$RUN/state" \
     --pod-cidr 10.244.0.0/24 --pod-cidr fd00:244::/64 --uplink eth0 \
     --log-file "$RUN/agent.log" &
 AGENT_PID=$!

@@ -46,12 +46,22 @@ impl Agent {
     /// Start `netkit-agent run` inside `ns` with `extra` arguments (`--uplink`, `--pod-cidr`
     /// …) and wait until it answers `status`.
     pub fn start(ns: &Netns, dirs: &AgentDirs, extra: &[&str]) -> Agent {
+        Agent::spawn(ns.command(bins::agent()), dirs, extra)
+    }
+
+    /// [`Agent::start`] in the test process's own network namespace (the host's root
+    /// namespace, e.g. where `ctr run --cni` runs the CNI plugins). Pass `--no-uplink` in
+    /// `extra` unless the test means to attach to a host device.
+    pub fn start_here(dirs: &AgentDirs, extra: &[&str]) -> Agent {
+        Agent::spawn(Command::new(bins::agent()), dirs, extra)
+    }
+
+    fn spawn(mut cmd: Command, dirs: &AgentDirs, extra: &[&str]) -> Agent {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dirs.log())
             .expect("agent log file");
-        let mut cmd = ns.command(bins::agent());
         cmd.arg("run")
             .arg("--socket")
             .arg(dirs.socket())

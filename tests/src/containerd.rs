@@ -122,7 +122,11 @@ impl Containerd {
             daemon: None,
         };
         let start_time = process_start_time(pid as i32).expect("own start time");
-        fs::write(rig.dir.join("owner"), format!("{pid} {start_time}")).expect("write owner");
+        // Written aside and renamed into place: a reaper (another thread or process) must
+        // never read a half-written (empty) owner, which would mark this live rig stale.
+        let owner_tmp = rig.dir.join("owner.tmp");
+        fs::write(&owner_tmp, format!("{pid} {start_time}")).expect("write owner");
+        fs::rename(&owner_tmp, rig.dir.join("owner")).expect("rename owner");
         for sub in ["root", "state", "runc", "cni-state", "containers"] {
             fs::create_dir_all(rig.dir.join(sub)).expect("mkdir in rig dir");
         }
@@ -443,9 +447,41 @@ impl Container<'_> {
         )
     }
 
+    /// [`Container::exec`] whose output cannot get lost: `cmd` runs under the container's
+    /// `sh` with stdout, stderr and exit status written to files in its `/tmp` (the rig's
+    /// rootfs dir on the host), read once the exec is over. Under load, containerd 1.6's
+    /// `ctr tasks exec` now and then exits 0 without having copied any of the process's
+    /// stdout; use this where the output is what the test checks.
+    pub fn exec_captured(&self, cmd: &[&str]) -> Output {
+        use std::os::unix::process::ExitStatusExt;
+        let n = next_id();
+        let files = ["out", "err", "rc"].map(|ext| format!("/tmp/.exec-{n}.{ext}"));
+        let script = format!("\"$@\" >{} 2>{}; echo $? >{}", files[0], files[1], files[2]);
+        let mut args = vec!["sh", "-c", script.as_str(), "sh"];
+        args.extend_from_slice(cmd);
+        let raw = self.exec(&args);
+        let host = |f: &str| self.dir.join("rootfs").join(f.trim_start_matches('/'));
+        let rc = fs::read_to_string(host(&files[2]));
+        let out = fs::read(host(&files[0])).unwrap_or_default();
+        let err = fs::read(host(&files[1])).unwrap_or_default();
+        for f in &files {
+            let _ = fs::remove_file(host(f));
+        }
+        match rc.ok().and_then(|rc| rc.trim().parse::<i32>().ok()) {
+            Some(code) => Output {
+                status: std::process::ExitStatus::from_raw(code << 8),
+                stdout: out,
+                stderr: err,
+            },
+            // The shell never got to record a status: what `ctr` said is all there is.
+            None => raw,
+        }
+    }
+
     /// Run `cmd` in the container, panicking unless it exits 0; returns its stdout.
     pub fn exec_ok(&self, cmd: &[&str]) -> String {
-        let out = self.exec(cmd);
+        // Captured: `ctr tasks exec` of containerd 1.6 now and then loses stdout under load.
+        let out = self.exec_captured(cmd);
         assert!(
             out.status.success(),
             "in container {}: {cmd:?} exited with {}\n--- stdout\n{}\n--- stderr\n{}",

@@ -7,6 +7,8 @@
     reason = "tests: a failure is a test failure, reported by the panic"
 )]
 
+mod netkit;
+
 use std::fs;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
