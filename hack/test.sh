@@ -33,9 +33,13 @@ build_start=$(date +%s)
 cargo build --workspace --exclude netkit-bpf --bins --tests
 build_secs=$(( $(date +%s) - build_start ))
 
+# Every cargo call selects the same packages as the build above, so features unify the
+# same way and nothing is compiled twice.
+WS=(--workspace --exclude netkit-bpf)
+
 # The guest half of the VM tier: the host-side test boots it inside the VM.
 vm_guest_bin() {
-    cargo test -p netkit-tests --test vm_guest --no-run --message-format=json 2>/dev/null \
+    cargo test "${WS[@]}" --test vm_guest --no-run --message-format=json 2>/dev/null \
         | grep -o '"executable":"[^"]*vm_guest[^"]*"' | tail -n1 | cut -d'"' -f4
 }
 
@@ -43,12 +47,12 @@ run_tier() {
     case "$1" in
         lint)
             cargo fmt --all --check &&
-            cargo clippy --workspace --exclude netkit-bpf --all-targets -- -D warnings ;;
-        unit) cargo test --workspace --exclude netkit-bpf --lib --bins ;;
-        netns) cargo test -p netkit-tests --test netns ;;
-        multinode) cargo test -p netkit-tests --test multinode ;;
-        containerd) cargo test -p netkit-tests --test containerd ;;
-        vm) NETKIT_VM_GUEST_BIN="$(vm_guest_bin)" cargo test -p netkit-tests --test vm -- --nocapture ;;
+            cargo clippy "${WS[@]}" --all-targets -- -D warnings ;;
+        unit) cargo test "${WS[@]}" --lib --bins ;;
+        netns) cargo test "${WS[@]}" --test netns ;;
+        multinode) cargo test "${WS[@]}" --test multinode ;;
+        containerd) cargo test "${WS[@]}" --test containerd ;;
+        vm) NETKIT_VM_GUEST_BIN="$(vm_guest_bin)" cargo test "${WS[@]}" --test vm -- --nocapture ;;
     esac
 }
 

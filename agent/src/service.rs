@@ -97,6 +97,7 @@ impl Agent {
     }
 
     fn add_endpoint(&mut self, add: AddEndpoint) -> ApiResult<Endpoint> {
+        let started = std::time::Instant::now();
         validate_id(&add.id)?;
         let actual = datapath::ifindex_of(&add.host_ifname)
             .map_err(|e| ApiError::new(ErrorKind::NotFound, e.to_string()))?;
@@ -158,7 +159,13 @@ impl Agent {
         if builtin_ipam {
             self.last_allocated = addresses;
         }
-        tracing::info!(endpoint = %endpoint.id, host = %endpoint.host_ifname, ips = ?endpoint.ips, "endpoint programmed");
+        tracing::info!(
+            endpoint = %endpoint.id,
+            host = %endpoint.host_ifname,
+            ips = ?endpoint.ips,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "endpoint programmed"
+        );
         Ok(endpoint)
     }
 

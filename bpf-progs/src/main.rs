@@ -15,7 +15,6 @@
 mod packet;
 
 use aya_ebpf::{
-    Global,
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     helpers::generated::{bpf_redirect, bpf_redirect_peer},
     macros::{classifier, map},
@@ -36,24 +35,15 @@ static NK_STATS: PerCpuArray<u64> = PerCpuArray::pinned(STAT_COUNT, 0);
 #[map]
 static NK_ENDPOINTS: HashMap<EndpointKey, EndpointValue> = HashMap::pinned(MAX_ENDPOINT_ADDRS, 0);
 
-/// Host-side ifindex of the endpoint this instance serves; set by the agent at load
-/// time (one instance per endpoint), 0 in node-level instances.
-#[unsafe(no_mangle)]
-static ENDPOINT_IFINDEX: Global<u32> = Global::new(0);
-
-/// `ENDPOINT_F_*` of the endpoint this instance serves: netkit and veth pods are
-/// short-cut to each other differently.
-#[unsafe(no_mangle)]
-static ENDPOINT_FLAGS: Global<u32> = Global::new(0);
-
+/// The host-side ifindex of the pod whose packet this is. Both pod-egress hooks run with
+/// `skb->dev` on the host side: netkit's xmit switches `skb->dev` to the peer (the
+/// primary) before it runs the `BPF_NETKIT_PEER` programs, and tcx ingress of a host veth
+/// runs on that veth. So one shared program instance serves every pod; no per-pod
+/// constant has to be baked in (which would cost an ELF load per pod start).
 #[inline(always)]
-fn endpoint_ifindex() -> u32 {
-    ENDPOINT_IFINDEX.load()
-}
-
-#[inline(always)]
-fn endpoint_flags() -> u32 {
-    ENDPOINT_FLAGS.load()
+fn host_ifindex(ctx: &TcContext) -> u32 {
+    // SAFETY: `skb` is the context pointer the kernel passed in; `ifindex` is readable.
+    unsafe { (*ctx.skb.skb).ifindex }
 }
 
 #[inline(always)]
@@ -92,27 +82,27 @@ pub fn nk_pod_egress(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn pod_egress_ip(ctx: &TcContext, addrs: &Addresses) -> i32 {
-    let own = endpoint_ifindex();
-    match lookup_endpoint(&addrs.src) {
-        Some(src) if src.ifindex == own => {}
+    // The source must be one of this pod's own addresses: registered, and registered to
+    // the host-side device the packet came through.
+    let own = match lookup_endpoint(&addrs.src) {
+        Some(src) if src.ifindex == host_ifindex(ctx) => src.flags,
         _ => {
             count(Stat::DropSpoof);
             return TC_ACT_SHOT;
         }
-    }
+    };
     let Some(dst) = lookup_endpoint(&addrs.dst) else {
         count(Stat::Pass);
         return TC_ACT_OK;
     };
-    let own_flags = endpoint_flags();
-    if dst.flags & own_flags & ENDPOINT_F_NETKIT != 0 {
+    if dst.flags & own & ENDPOINT_F_NETKIT != 0 {
         // Into the destination's primary: its xmit hands the packet to its peer, in
         // the destination pod, after running that pod's ingress program.
         count(Stat::Redirect);
         // SAFETY: helper call with plain integer arguments.
         return unsafe { bpf_redirect(dst.ifindex, 0) } as i32;
     }
-    if dst.flags & own_flags & ENDPOINT_F_VETH != 0 {
+    if dst.flags & own & ENDPOINT_F_VETH != 0 {
         if packet::rewrite_macs(ctx, dst).is_err() {
             count(Stat::DropPolicy);
             return TC_ACT_SHOT;

@@ -69,6 +69,9 @@ pub struct EndpointSpec<'a> {
 /// The node's datapath: pinned maps held open, programs loaded per attachment.
 pub struct Datapath {
     pins: PinLayout,
+    /// The node-level instance (no endpoint baked in): its uplink and pod-ingress programs
+    /// serve every attachment, so they are loaded and verified once.
+    node: aya::Ebpf,
     endpoints: BpfHashMap<MapData, EndpointKey, EndpointValue>,
     stats: PerCpuArray<MapData, u64>,
 }
@@ -80,7 +83,7 @@ impl Datapath {
         bpffs::ensure_mounted(root)?;
         let pins = PinLayout::new(root);
         pins.create_dirs()?;
-        let mut ebpf = loader::load(&pins, 0, 0)?;
+        let mut ebpf = loader::load(&pins)?;
         let endpoints = take_map(&mut ebpf, netkit_common::map_names::ENDPOINTS)?;
         let endpoints = BpfHashMap::try_from(endpoints).map_err(|source| DatapathError::Map {
             name: "NK_ENDPOINTS",
@@ -93,6 +96,7 @@ impl Datapath {
         })?;
         Ok(Datapath {
             pins,
+            node: ebpf,
             endpoints,
             stats,
         })
@@ -107,15 +111,8 @@ impl Datapath {
     pub fn attach_uplink(&mut self, ifname: &str) -> Result<()> {
         let ifindex = ifindex_of(ifname)?;
         let pin = self.pins.uplink_link(ifname);
-        attach_or_update(
-            &self.pins,
-            &pin,
-            program_names::UPLINK_INGRESS,
-            0,
-            0,
-            ifindex,
-            AttachType::TcxIngress,
-        )
+        let prog = loader::classifier(&mut self.node, program_names::UPLINK_INGRESS)?;
+        attach_or_update(&pin, prog, ifindex, AttachType::TcxIngress)
     }
 
     /// Attach the pod programs for an endpoint (replacing the programs of existing pinned
@@ -156,25 +153,16 @@ impl Datapath {
             path: dir.clone(),
             source,
         })?;
-        let attached = [
-            (program_names::POD_INGRESS, ingress_at, "ingress"),
-            (program_names::POD_EGRESS, egress_at, "egress"),
-        ];
-        let mut names = Vec::new();
-        for (program, at, pin_file) in attached {
-            let pin = dir.join(pin_file);
-            attach_or_update(
-                &self.pins,
-                &pin,
-                program,
-                spec.host_ifindex,
-                flags,
-                spec.host_ifindex,
-                at,
-            )?;
-            names.push(format!("{program}@{}", at.name()));
-        }
-        Ok(names)
+        // One verified instance of each program serves every pod (the programs find the
+        // pod from the packet), so a pod start costs two link creations, no load.
+        let ingress = loader::classifier(&mut self.node, program_names::POD_INGRESS)?;
+        attach_or_update(&dir.join("ingress"), ingress, spec.host_ifindex, ingress_at)?;
+        let egress = loader::classifier(&mut self.node, program_names::POD_EGRESS)?;
+        attach_or_update(&dir.join("egress"), egress, spec.host_ifindex, egress_at)?;
+        Ok(vec![
+            format!("{}@{}", program_names::POD_INGRESS, ingress_at.name()),
+            format!("{}@{}", program_names::POD_EGRESS, egress_at.name()),
+        ])
     }
 
     /// Detach an endpoint's programs (by removing their pins) and forget its addresses.
@@ -243,22 +231,17 @@ fn take_map(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<aya::maps::Map> 
     ebpf.take_map(name).ok_or(DatapathError::Missing(name))
 }
 
-/// Attach `program` (instance configured for `endpoint_ifindex`/`flags`) at `at` on
-/// `ifindex`, pinning the link at `pin`. When `pin` already holds a link (agent restart
-/// or upgrade), swap its program with `BPF_LINK_UPDATE` instead: the hook is never empty.
+/// Attach `prog` at `at` on `ifindex`, pinning the link at `pin`. When `pin` already
+/// holds a link (agent restart or upgrade), swap its program with `BPF_LINK_UPDATE`
+/// instead: the hook is never empty.
 fn attach_or_update(
-    pins: &PinLayout,
     pin: &Path,
-    program: &'static str,
-    endpoint_ifindex: u32,
-    flags: u32,
+    prog: &aya::programs::SchedClassifier,
     ifindex: u32,
     at: AttachType,
 ) -> Result<()> {
-    let mut ebpf = loader::load(pins, endpoint_ifindex, flags)?;
-    let prog = loader::classifier(&mut ebpf, program)?;
     let prog_fd = prog.fd().map_err(|source| DatapathError::Program {
-        name: program,
+        name: "classifier",
         source,
     })?;
     if pin.exists() {

@@ -13,16 +13,6 @@ pub mod map_names {
     pub const ENDPOINTS: &str = "NK_ENDPOINTS";
 }
 
-/// Names of the `.rodata` globals user space sets per loaded program instance.
-pub mod global_names {
-    /// Host-side ifindex of the endpoint a pod program instance serves
-    /// (netkit primary, or host-side veth). 0 for node-level programs.
-    pub const ENDPOINT_IFINDEX: &str = "ENDPOINT_IFINDEX";
-    /// `ENDPOINT_F_*` of that endpoint (netkit and veth pods are short-cut
-    /// differently). 0 for node-level programs.
-    pub const ENDPOINT_FLAGS: &str = "ENDPOINT_FLAGS";
-}
-
 /// Names of the programs in the object.
 pub mod program_names {
     /// Pod egress: netkit `BPF_NETKIT_PEER`, or tcx ingress of the host-side veth.
