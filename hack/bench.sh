@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Pod start/stop cost: time CNI ADD and DEL per pod for netkit-cni (built-in IPAM, the
-# agent programs the datapath before ADD returns) and, in the same run on the same
-# machine, for the reference ptp + host-local plugins. Prints medians and the ratio.
+# Benchmarks, each measured in one run against peers on the same machine:
+#  1. pod start/stop: CNI ADD and DEL per pod for netkit-cni (built-in IPAM; the agent has
+#     programmed the datapath before ADD returns) and for the reference ptp + host-local;
+#  2. pod-to-pod TCP throughput (iperf3, one stream) for both, against loopback inside
+#     one namespace (the physical limit of this machine).
+# Prints medians, throughputs and ratios.
 #
-#   hack/bench-podstart.sh [PODS]        (default 20 pods each)
+#   hack/bench.sh [PODS]          on this kernel (default 20 pods each for 1.)
+#   hack/bench.sh --vm [PODS]     inside the netkit VM (TCG: absolute figures are
+#                                 emulation-bound, the ratios are what to read)
 #
 # Runs in namespaces it creates; needs the release binaries (it builds them) and
 # Debian's containernetworking-plugins. Inside the netkit VM (NETKIT_VM_GUEST=1) it uses
@@ -11,14 +16,22 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PODS="${1:-20}"
 if [ -z "${NETKIT_VM_GUEST:-}" ]; then
     (cd "$REPO" && cargo build --release --bins -p netkit-cni -p netkit-agent >/dev/null 2>&1)
     BIN="$REPO/target/release"
+    if [ "${1:-}" = "--vm" ]; then
+        shift
+        # The reference plugins and every tool the script uses go in with it.
+        exec "$REPO/hack/vm/run.sh" --bin "$BIN/netkit-cni" --bin "$BIN/netkit-agent" \
+            --bin "$REPO/hack/bench.sh" --bin /usr/lib/cni/ptp --bin /usr/lib/cni/host-local \
+            --bin "$(command -v iperf3)" --bin "$(command -v bc)" --bin "$(command -v nsenter)" \
+            --bin "$(command -v date)" --env NETKIT_REF_CNI=/opt/netkit/bin -- bench.sh "$@"
+    fi
 else
     BIN="${NETKIT_BIN_DIR:-/opt/netkit/bin}"
 fi
-REF=/usr/lib/cni
+REF="${NETKIT_REF_CNI:-/usr/lib/cni}"
+PODS="${1:-20}"
 TAG="nkbench$$"
 NODE="$TAG-node"
 RUN="/run/$TAG"
@@ -56,8 +69,8 @@ time_cni() {
     local plugin="$1" conf="$2" cmd="$3" pod="$4" start end
     start=$(now_us)
     nsenter --net="/run/netns/$NODE" env CNI_COMMAND="$cmd" CNI_CONTAINERID="$pod" \
-        CNI_NETNS="/run/netns/$pod" CNI_IFNAME=eth0 CNI_PATH="$REF" "$plugin" <"$conf" >/dev/null \
-        || { echo "bench: $cmd failed for $pod with $plugin" >&2; exit 1; }
+        CNI_NETNS="/run/netns/$pod" CNI_IFNAME=eth0 CNI_PATH="$REF" "$plugin" <"$conf" >"$RUN/out" \
+        || { echo "bench: $cmd failed for $pod with $plugin: $(cat "$RUN/out")" >&2; exit 1; }
     end=$(now_us)
     echo $(( end - start ))
 }
@@ -81,7 +94,7 @@ bench() {
 }
 
 read -r nk_add nk_del < <(bench netkit "$BIN/netkit-cni" "$RUN/netkit.conf")
-mode=$("$BIN/netkit-agent" endpoints --socket "$SOCK" >/dev/null; echo "$( [ -n "${NETKIT_VM_GUEST:-}" ] && echo netkit || echo auto)")
+mode=$([ -n "${NETKIT_VM_GUEST:-}" ] && echo netkit || echo "auto: veth here")
 printf 'netkit-cni (%s, built-in IPAM, dual-stack): ADD median %6.1f ms   DEL median %6.1f ms   (%s pods)\n' \
     "$mode" "$(echo "$nk_add/1000" | bc -l)" "$(echo "$nk_del/1000" | bc -l)" "$PODS"
 if [ -x "$REF/ptp" ]; then
@@ -90,4 +103,41 @@ if [ -x "$REF/ptp" ]; then
         "$(echo "$ptp_add/1000" | bc -l)" "$(echo "$ptp_del/1000" | bc -l)"
     printf 'ratio netkit-cni / ptp:                     ADD %.2f   DEL %.2f\n' \
         "$(echo "$nk_add/$ptp_add" | bc -l)" "$(echo "$nk_del/$ptp_del" | bc -l)"
+fi
+
+# --- throughput ------------------------------------------------------------------------
+SECS="${NETKIT_BENCH_SECS:-5}"
+# iperf3 from pod CLIENT to pod SERVER at ADDR, one TCP stream -> Gbit/s
+iperf() {
+    local client="$1" server="$2" addr="$3"
+    ip netns exec "$server" iperf3 -s -1 -D -B "$addr" -I "$RUN/iperf.pid" >/dev/null
+    sleep 0.3
+    ip netns exec "$client" iperf3 -c "$addr" -t "$SECS" -J \
+        | sed -n 's/.*"bits_per_second":[[:space:]]*\([0-9.e+]*\).*/\1/p' | tail -n1 \
+        | awk '{printf "%.2f", $1 / 1e9}'
+}
+pod_addr() { ip -n "$1" -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1; }
+
+two_pods() { # NAME PLUGIN CONF -> creates $TAG-NAME-t1/t2
+    local name="$1" plugin="$2" conf="$3" i
+    for i in 1 2; do
+        ip netns add "$TAG-$name-t$i"
+        time_cni "$plugin" "$conf" ADD "$TAG-$name-t$i" >/dev/null
+    done
+}
+
+if command -v iperf3 >/dev/null; then
+    two_pods netkit "$BIN/netkit-cni" "$RUN/netkit.conf"
+    nk_bw=$(iperf "$TAG-netkit-t1" "$TAG-netkit-t2" "$(pod_addr "$TAG-netkit-t2")")
+    ip netns add "$TAG-lo"; ip -n "$TAG-lo" link set lo up
+    lo_bw=$(iperf "$TAG-lo" "$TAG-lo" 127.0.0.1)
+    printf 'pod-to-pod TCP, netkit-cni:                 %6s Gbit/s\n' "$nk_bw"
+    printf 'loopback in one namespace (limit):          %6s Gbit/s\n' "$lo_bw"
+    if [ -x "$REF/ptp" ]; then
+        two_pods ptp "$REF/ptp" "$RUN/ptp.conf"
+        ptp_bw=$(iperf "$TAG-ptp-t1" "$TAG-ptp-t2" "$(pod_addr "$TAG-ptp-t2")")
+        printf 'pod-to-pod TCP, ptp:                        %6s Gbit/s\n' "$ptp_bw"
+        printf 'ratio netkit-cni / ptp:                     %.2f\n' "$(echo "$nk_bw/$ptp_bw" | bc -l)"
+    fi
+    printf 'ratio netkit-cni / loopback:                %.2f\n' "$(echo "$nk_bw/$lo_bw" | bc -l)"
 fi
