@@ -22,7 +22,8 @@ if [ -z "$IN_VM" ]; then
     if [ "${1:-}" = "--vm" ]; then
         echo "==> booting the netkit VM and running the demo inside"
         exec "$REPO/hack/vm/run.sh" --bin "$BIN/netkit-cni" --bin "$BIN/netkit-agent" \
-            --bin "$(command -v iperf3)" --bin "$REPO/hack/demo.sh" -- demo.sh
+            --bin "$(command -v iperf3)" --bin "$(command -v nsenter)" --bin "$(command -v ping)" \
+            --bin "$REPO/hack/demo.sh" -- demo.sh
     fi
 else
     BIN="${NETKIT_BIN_DIR:-/opt/netkit/bin}"

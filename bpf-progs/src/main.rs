@@ -3,7 +3,7 @@
 //!
 //! - `nk_pod_egress`: what a pod sends. Drops spoofed sources, short-cuts traffic to
 //!   another local pod, hands everything else to the host stack.
-//! - `nk_pod_ingress`: what the host stack delivers to a pod. Counts it and passes.
+//! - `nk_pod_ingress`: what enters a pod through its host-side hook. Counts it and passes.
 //! - `nk_uplink_ingress`: what arrives from the wire. Traffic for a local pod goes
 //!   straight into the pod with `bpf_redirect_peer`, skipping the host stack.
 //!
@@ -121,7 +121,7 @@ fn pod_egress_ip(ctx: &TcContext, addrs: &Addresses) -> i32 {
 
 #[classifier]
 pub fn nk_pod_ingress(_ctx: TcContext) -> i32 {
-    count(Stat::StackIngress);
+    count(Stat::PodIngress);
     TC_ACT_OK
 }
 

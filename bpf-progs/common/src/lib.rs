@@ -42,8 +42,10 @@ pub enum Stat {
     DropSpoof = 5,
     /// Dropped by policy (for example non-IP from an L3 pod).
     DropPolicy = 6,
-    /// A packet that reached a pod program through the host stack.
-    StackIngress = 7,
+    /// A packet ran a pod's ingress hook (netkit primary / host veth tcx egress): in
+    /// netkit mode both stack-routed and fast-path traffic into the pod, in veth mode
+    /// only stack-routed (redirect_peer skips the host veth).
+    PodIngress = 7,
 }
 
 impl Stat {
@@ -56,7 +58,7 @@ impl Stat {
         Stat::Pass,
         Stat::DropSpoof,
         Stat::DropPolicy,
-        Stat::StackIngress,
+        Stat::PodIngress,
     ];
 
     /// The name operators and tests see (`netkit-agent stats`, metrics labels).
@@ -69,7 +71,7 @@ impl Stat {
             Stat::Pass => "pass",
             Stat::DropSpoof => "drop_spoof",
             Stat::DropPolicy => "drop_policy",
-            Stat::StackIngress => "stack_ingress",
+            Stat::PodIngress => "pod_ingress",
         }
     }
 

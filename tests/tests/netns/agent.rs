@@ -100,3 +100,41 @@ fn a_bad_uplink_is_a_readable_error_and_leaves_no_pin() {
     assert!(!dirs.bpffs.path().join("uplink").join("nosuchdev0").exists());
     assert!(!dirs.socket().exists(), "socket left behind");
 }
+
+#[test]
+fn metrics_and_health_are_served_on_the_metrics_address() {
+    use std::io::{Read as _, Write as _};
+    let w = wire("agmx");
+    let dirs = AgentDirs::new("agmx");
+    let _agent = Agent::start(
+        &w.node,
+        &dirs,
+        &["--uplink", &w.uplink, "--metrics-addr", "127.0.0.1:9964"],
+    );
+    assert!(w.peer.ping("192.0.2.1"));
+    let get = |path: &str| {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        w.node.run(move || {
+            let mut conn = std::net::TcpStream::connect("127.0.0.1:9964").expect("metrics port");
+            conn.write_all(request.as_bytes()).unwrap();
+            let mut reply = String::new();
+            conn.read_to_string(&mut reply).unwrap();
+            reply
+        })
+    };
+    let metrics = get("/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    let pass_line = metrics
+        .lines()
+        .find(|l| l.starts_with("netkit_datapath_decisions_total{decision=\"pass\"}"))
+        .unwrap_or_else(|| panic!("no pass counter in {metrics}"));
+    let value: u64 = pass_line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(value > 0, "pass counter not exported: {pass_line}");
+    assert!(
+        metrics.contains("# TYPE netkit_endpoints gauge"),
+        "{metrics}"
+    );
+    assert!(get("/readyz").starts_with("HTTP/1.1 200"));
+    assert!(get("/healthz").starts_with("HTTP/1.1 200"));
+    assert!(get("/nope").starts_with("HTTP/1.1 404"));
+}

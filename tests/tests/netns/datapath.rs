@@ -113,6 +113,15 @@ fn pod_to_pod_icmp_and_tcp_take_the_fast_path() {
         tcp_round_trip(&a, &b, &pod_ip(&rb, v6));
     }
     let after = agent.counter("redirect_peer") + agent.counter("redirect");
+    // The node reaches the pods through the host stack and its pod routes.
+    assert!(
+        s.node.ns.ping(pod_ip(&rb, false)),
+        "the node cannot reach b"
+    );
+    assert!(
+        b.ns.ping(netkit_tests::pods::NODE_IP),
+        "b cannot reach the node"
+    );
     // Two pings' request and reply at least, plus the TCP handshakes and data both ways.
     assert!(
         after >= before + 10,

@@ -133,7 +133,7 @@ fn a_pod_cannot_send_until_the_agent_has_attached_its_programs() {
         "pod egress program did not run"
     );
     assert!(
-        node.agent().counter("stack_ingress") > 0,
+        node.agent().counter("pod_ingress") > 0,
         "pod ingress program did not see the reply"
     );
 }
