@@ -124,23 +124,7 @@ impl Agent {
         let addresses = addresses_of(&ips)?;
         self.refuse_addresses_in_use(&add.id, &addresses)?;
 
-        let pin_name = pin_name(&add.id);
-        let spec = EndpointSpec {
-            pin_name: &pin_name,
-            mode: add.mode,
-            host_ifindex: add.host_ifindex,
-            pod_mac: add.pod_mac.as_deref(),
-            host_mac: add.host_mac.as_deref(),
-            addresses: &addresses,
-        };
-        let programs = match self.datapath.program_endpoint(&spec) {
-            Ok(programs) => programs,
-            Err(e) => {
-                self.rollback_datapath(&pin_name, &addresses);
-                return Err(internal(e));
-            }
-        };
-        let endpoint = Endpoint {
+        let mut endpoint = Endpoint {
             id: add.id,
             netns: add.netns,
             mode: add.mode,
@@ -150,7 +134,15 @@ impl Agent {
             host_mac: add.host_mac,
             ips,
             builtin_ipam,
-            programs,
+            programs: Vec::new(),
+        };
+        let pin_name = pin_name(&endpoint.id);
+        endpoint.programs = match self.program(&endpoint, &addresses) {
+            Ok(programs) => programs,
+            Err(e) => {
+                self.rollback_datapath(&pin_name, &addresses);
+                return Err(internal(e));
+            }
         };
         if let Err(e) = self.registry.insert(endpoint.clone()) {
             self.rollback_datapath(&pin_name, &addresses);
@@ -167,6 +159,23 @@ impl Agent {
             "endpoint programmed"
         );
         Ok(endpoint)
+    }
+
+    /// Attach an endpoint's programs and map its addresses; returns the attachments.
+    fn program(
+        &mut self,
+        endpoint: &Endpoint,
+        addresses: &[IpAddr],
+    ) -> datapath::Result<Vec<String>> {
+        let pin_name = pin_name(&endpoint.id);
+        self.datapath.program_endpoint(&EndpointSpec {
+            pin_name: &pin_name,
+            mode: endpoint.mode,
+            host_ifindex: endpoint.host_ifindex,
+            pod_mac: endpoint.pod_mac.as_deref(),
+            host_mac: endpoint.host_mac.as_deref(),
+            addresses,
+        })
     }
 
     fn rollback_datapath(&mut self, pin_name: &str, addresses: &[IpAddr]) {
@@ -257,16 +266,7 @@ impl Agent {
             }
             if reprogram {
                 let addresses = addresses_of(&endpoint.ips).unwrap_or_default();
-                let pin_name = pin_name(&endpoint.id);
-                let spec = EndpointSpec {
-                    pin_name: &pin_name,
-                    mode: endpoint.mode,
-                    host_ifindex: endpoint.host_ifindex,
-                    pod_mac: endpoint.pod_mac.as_deref(),
-                    host_mac: endpoint.host_mac.as_deref(),
-                    addresses: &addresses,
-                };
-                if let Err(e) = self.datapath.program_endpoint(&spec) {
+                if let Err(e) = self.program(endpoint, &addresses) {
                     tracing::error!(endpoint = %endpoint.id, error = %e, "cannot re-program endpoint");
                 }
             }

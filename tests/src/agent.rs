@@ -56,12 +56,9 @@ impl Agent {
         Agent::spawn(Command::new(bins::agent()), dirs, extra)
     }
 
-    fn spawn(mut cmd: Command, dirs: &AgentDirs, extra: &[&str]) -> Agent {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dirs.log())
-            .expect("agent log file");
+    /// `netkit-agent run` with this agent's socket, pin root and state directory, plus
+    /// `extra`, to be run by `cmd` (a Command for the agent binary, in some netns).
+    pub fn run_args<'a>(cmd: &'a mut Command, dirs: &AgentDirs, extra: &[&str]) -> &'a mut Command {
         cmd.arg("run")
             .arg("--socket")
             .arg(dirs.socket())
@@ -70,6 +67,15 @@ impl Agent {
             .arg("--state-dir")
             .arg(dirs.state_dir())
             .args(extra)
+    }
+
+    fn spawn(mut cmd: Command, dirs: &AgentDirs, extra: &[&str]) -> Agent {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dirs.log())
+            .expect("agent log file");
+        Agent::run_args(&mut cmd, dirs, extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log);

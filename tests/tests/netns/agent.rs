@@ -78,17 +78,8 @@ fn datapath_keeps_running_while_the_agent_is_down_and_is_adopted_on_restart() {
 fn a_bad_uplink_is_a_readable_error_and_leaves_no_pin() {
     let w = wire("agbd");
     let dirs = AgentDirs::new("agbd");
-    let out = w
-        .node
-        .command(netkit_tests::bins::agent())
-        .arg("run")
-        .arg("--socket")
-        .arg(dirs.socket())
-        .arg("--bpffs-root")
-        .arg(dirs.bpffs.path())
-        .arg("--state-dir")
-        .arg(dirs.state_dir())
-        .args(["--uplink", "nosuchdev0"])
+    let mut cmd = w.node.command(netkit_tests::bins::agent());
+    let out = Agent::run_args(&mut cmd, &dirs, &["--uplink", "nosuchdev0"])
         .output()
         .unwrap();
     assert!(!out.status.success(), "agent started on a missing uplink");
