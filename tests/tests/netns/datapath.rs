@@ -217,3 +217,46 @@ fn del_leaves_no_link_no_address_no_endpoint_no_pin() {
     s.node.add(&b, &s.conf);
     assert_eq!(s.node.endpoints().len(), 1);
 }
+
+#[test]
+fn pods_keep_their_fast_path_while_the_agent_restarts() {
+    let mut s = site("dpr");
+    let (a, b) = (Pod::new("dpra"), Pod::new("dprb"));
+    s.node.add(&a, &s.conf);
+    let rb = s.node.add(&b, &s.conf);
+    let b_ip = pod_ip(&rb, false);
+    assert!(a.ns.ping(&b_ip));
+
+    s.node.stop_agent();
+    // Pinned links and maps keep forwarding with no agent at all.
+    let out =
+        a.ns.command("ping")
+            .args(["-c", "5", "-i", "0.2", "-W", "1", &b_ip])
+            .output()
+            .unwrap();
+    assert!(
+        out.status.success(),
+        "pod traffic stopped with the agent: {out:?}"
+    );
+
+    s.node.restart_agent();
+    let agent = s.node.agent();
+    assert_eq!(
+        s.node.endpoints().len(),
+        2,
+        "the restarted agent lost its endpoints"
+    );
+    let before = agent.counter("redirect_peer") + agent.counter("redirect");
+    assert!(a.ns.ping(&b_ip), "no traffic after the restart");
+    let after = agent.counter("redirect_peer") + agent.counter("redirect");
+    assert!(
+        after > before,
+        "traffic left the fast path after the restart: {before} -> {after}"
+    );
+    let pins = s.node.dirs.bpffs.path().join("endpoints");
+    assert_eq!(
+        std::fs::read_dir(&pins).unwrap().count(),
+        2,
+        "pins not adopted"
+    );
+}
