@@ -159,14 +159,7 @@ fn read_entry(path: &Path) -> Option<EndpointId> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::FakeAgent;
-
-    fn id(c: &str) -> EndpointId {
-        EndpointId {
-            container_id: c.into(),
-            ifname: "eth0".into(),
-        }
-    }
+    use crate::testing::{FakeAgent, id};
 
     #[test]
     fn entries_wait_until_the_agent_is_back() {

@@ -245,6 +245,14 @@ impl PluginExec for FakeIpam {
 pub const POD: &str = "/run/netns/pod1";
 pub const POD2: &str = "/run/netns/pod2";
 
+/// The attachment of container `c` on `eth0` (`World`'s default `CNI_IFNAME`).
+pub fn id(c: &str) -> EndpointId {
+    EndpointId {
+        container_id: c.into(),
+        ifname: "eth0".into(),
+    }
+}
+
 /// A fake node.
 pub struct World {
     pub kernel: FakeKernel,

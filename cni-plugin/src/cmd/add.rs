@@ -404,14 +404,7 @@ mod tests {
     use crate::netlink::LinkKind;
     use crate::netlink::fake::UPLINK_MTU;
     use crate::spec::error::CniError;
-    use crate::testing::{POD, World};
-
-    fn id(c: &str) -> EndpointId {
-        EndpointId {
-            container_id: c.into(),
-            ifname: "eth0".into(),
-        }
-    }
+    use crate::testing::{POD, World, id};
 
     fn added_request(w: &World) -> AddEndpoint {
         w.agent
@@ -455,19 +448,13 @@ mod tests {
         assert_eq!(result["dns"]["nameservers"], json!(["10.96.0.10"]));
 
         let k = &mut w.kernel;
-        let host = k
-            .host
-            .links
-            .values()
-            .find(|l| l.name == host_name)
-            .unwrap()
-            .clone();
+        let host = k.host.by_name(&host_name).unwrap().clone();
         assert!(host.up);
         assert_eq!(host.kind, Some(LinkKind::Veth));
         assert_eq!(host.alias.as_deref(), Some("netkit-cni:pods:c1:eth0"));
         let pod = k.pod(POD);
-        let eth0 = pod.links.values().find(|l| l.name == "eth0").unwrap();
-        assert!(eth0.up && pod.links.values().find(|l| l.name == "lo").unwrap().up);
+        let eth0 = pod.by_name("eth0").unwrap();
+        assert!(eth0.up && pod.by_name("lo").unwrap().up);
         assert_eq!(eth0.peer_index, Some(host.index));
         let addrs: Vec<String> = pod
             .addresses
@@ -553,13 +540,7 @@ mod tests {
         w.kernel.netkit_supported = true;
         w.add("c1", POD, &w.conf(json!({}))).unwrap();
         let req = added_request(&w);
-        let host = w
-            .kernel
-            .host
-            .links
-            .values()
-            .find(|l| l.name == req.host_ifname)
-            .unwrap();
+        let host = w.kernel.host.by_name(&req.host_ifname).unwrap();
         assert_eq!(
             host.netkit.unwrap().peer_policy,
             netlink_packet_route::link::NetkitPolicy::Drop
@@ -583,13 +564,7 @@ mod tests {
             w.kernel.pod(POD).neighbours.is_empty(),
             "L3 needs no neighbours"
         );
-        let host = w
-            .kernel
-            .host
-            .links
-            .values()
-            .find(|l| l.name == req.host_ifname)
-            .unwrap();
+        let host = w.kernel.host.by_name(&req.host_ifname).unwrap();
         assert!(connector::netkit::check(host).is_ok());
     }
 
@@ -637,7 +612,7 @@ mod tests {
             "no route of ours to report: {result}"
         );
         let pod = w.kernel.pod(POD);
-        let eth1 = pod.links.values().find(|l| l.name == "eth1").unwrap();
+        let eth1 = pod.by_name("eth1").unwrap();
         assert_eq!(pod.routes.iter().filter(|r| r.prefix == 0).count(), 2);
         assert!(pod.routes.iter().all(|r| r.oif != Some(eth1.index)));
         assert_eq!(

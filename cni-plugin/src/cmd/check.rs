@@ -170,6 +170,7 @@ mod tests {
 
     use super::*;
     use crate::netlink::Kernel as _;
+    use crate::netlink::fake::FakeNs;
     use crate::spec::env::Command;
     use crate::spec::error::CniError;
     use crate::testing::{POD, World};
@@ -211,6 +212,18 @@ mod tests {
         }
     }
 
+    /// The CHECK mismatch after `breakage` of a fresh veth attachment.
+    fn mismatch_after(breakage: impl FnOnce(&mut World)) -> String {
+        let mut broken = World::new();
+        let conf = added(&mut broken, false, json!({}));
+        breakage(&mut broken);
+        mismatch_text(&mut broken, &conf)
+    }
+
+    fn pod_ns(w: &mut World) -> &mut FakeNs {
+        w.kernel.pods.get_mut(std::path::Path::new(POD)).unwrap()
+    }
+
     #[test]
     fn each_missing_piece_is_named() {
         let mut w = World::new();
@@ -224,48 +237,23 @@ mod tests {
             .unwrap()
             .clone();
 
-        let mut broken = World::new();
-        let conf2 = added(&mut broken, false, json!({}));
-        broken
-            .kernel
-            .pods
-            .get_mut(std::path::Path::new(POD))
-            .unwrap()
-            .addresses
-            .retain(|(_, a, _)| a.is_ipv6());
-        assert!(mismatch_text(&mut broken, &conf2).contains("address 10.22.0.2/32"));
-
-        let mut broken = World::new();
-        let conf2 = added(&mut broken, false, json!({}));
-        broken
-            .kernel
-            .pods
-            .get_mut(std::path::Path::new(POD))
-            .unwrap()
-            .routes
-            .retain(|r| r.dst.is_ipv6());
-        assert!(mismatch_text(&mut broken, &conf2).contains("route 0.0.0.0/0"));
-
-        let mut broken = World::new();
-        let conf2 = added(&mut broken, false, json!({}));
-        broken
-            .kernel
-            .pods
-            .get_mut(std::path::Path::new(POD))
-            .unwrap()
-            .neighbours
-            .clear();
-        assert!(mismatch_text(&mut broken, &conf2).contains("neighbour 169.254.1.1"));
-
-        let mut broken = World::new();
-        let conf2 = added(&mut broken, false, json!({}));
-        broken.kernel.host.routes.retain(|r| r.prefix == 0);
-        assert!(mismatch_text(&mut broken, &conf2).contains("host route 10.22.0.2/32"));
-
-        let mut broken = World::new();
-        let conf2 = added(&mut broken, false, json!({}));
-        broken.agent.with(|s| s.endpoints.clear());
-        assert!(mismatch_text(&mut broken, &conf2).contains("agent has no endpoint"));
+        assert!(
+            mismatch_after(|b| pod_ns(b).addresses.retain(|(_, a, _)| a.is_ipv6()))
+                .contains("address 10.22.0.2/32")
+        );
+        assert!(
+            mismatch_after(|b| pod_ns(b).routes.retain(|r| r.dst.is_ipv6()))
+                .contains("route 0.0.0.0/0")
+        );
+        assert!(mismatch_after(|b| pod_ns(b).neighbours.clear()).contains("neighbour 169.254.1.1"));
+        assert!(
+            mismatch_after(|b| b.kernel.host.routes.retain(|r| r.prefix == 0))
+                .contains("host route 10.22.0.2/32")
+        );
+        assert!(
+            mismatch_after(|b| b.agent.with(|s| s.endpoints.clear()))
+                .contains("agent has no endpoint")
+        );
 
         w.kernel.delete_link(Ns::Host, host.index).unwrap();
         assert!(mismatch_text(&mut w, &conf).contains("is missing"));

@@ -64,14 +64,7 @@ mod tests {
     use super::*;
     use crate::spec::env::Command;
     use crate::spec::error::CniError;
-    use crate::testing::{POD, World};
-
-    fn id(c: &str) -> EndpointId {
-        EndpointId {
-            container_id: c.into(),
-            ifname: "eth0".into(),
-        }
-    }
+    use crate::testing::{POD, World, id};
 
     #[test]
     fn del_removes_everything_add_made_and_is_idempotent() {

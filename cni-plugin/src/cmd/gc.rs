@@ -78,14 +78,7 @@ mod tests {
 
     use super::*;
     use crate::spec::env::Command;
-    use crate::testing::{POD, POD2, World};
-
-    fn id(c: &str) -> EndpointId {
-        EndpointId {
-            container_id: c.into(),
-            ifname: "eth0".into(),
-        }
-    }
+    use crate::testing::{POD, POD2, World, id};
 
     fn valid(ids: &[&str]) -> serde_json::Value {
         json!(

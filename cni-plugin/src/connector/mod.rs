@@ -211,6 +211,21 @@ pub fn check_host_link(mode: Mode, link: &Link) -> Result<LinkMode, String> {
     }
 }
 
+/// Unit tests: the `IFLA_LINKINFO` of a link message.
+#[cfg(test)]
+fn link_infos(msg: &LinkMessage) -> &[netlink_packet_route::link::LinkInfo] {
+    msg.attributes
+        .iter()
+        .find_map(|a| {
+            if let LinkAttribute::LinkInfo(i) = a {
+                Some(i)
+            } else {
+                None
+            }
+        })
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;

@@ -85,17 +85,7 @@ mod tests {
         );
         assert!(msg.attributes.contains(&LinkAttribute::Mtu(1400)));
         assert!(msg.attributes.contains(&LinkAttribute::GsoMaxSize(196_608)));
-        let infos = msg
-            .attributes
-            .iter()
-            .find_map(|a| {
-                if let LinkAttribute::LinkInfo(i) = a {
-                    Some(i)
-                } else {
-                    None
-                }
-            })
-            .unwrap();
+        let infos = crate::connector::link_infos(&msg);
         assert!(infos.contains(&LinkInfo::Kind(InfoKind::Netkit)));
         let data = infos
             .iter()

@@ -57,17 +57,7 @@ mod tests {
             big_tcp: BigTcp::default(),
         };
         let msg = link_message(&spec, 7);
-        let infos = msg
-            .attributes
-            .iter()
-            .find_map(|a| {
-                if let LinkAttribute::LinkInfo(i) = a {
-                    Some(i)
-                } else {
-                    None
-                }
-            })
-            .unwrap();
+        let infos = crate::connector::link_infos(&msg);
         assert!(infos.contains(&LinkInfo::Kind(InfoKind::Veth)));
         let peer = infos
             .iter()

@@ -30,7 +30,7 @@ pub struct FakeNs {
 }
 
 impl FakeNs {
-    fn by_name(&self, name: &str) -> Option<&Link> {
+    pub fn by_name(&self, name: &str) -> Option<&Link> {
         self.links.values().find(|l| l.name == name)
     }
 

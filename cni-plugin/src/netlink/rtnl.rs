@@ -17,7 +17,7 @@ use netlink_packet_route::neighbour::{
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteScope, RouteType, RouteVia,
 };
-use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkGetRequest, LinkUnspec, RouteMessageBuilder};
 use tokio::runtime::Runtime;
 
 use super::netns::{self, NetnsError};
@@ -69,6 +69,36 @@ impl RtKernel {
                 .ok_or_else(|| KernelError::new("pod namespace", None, "not opened")),
         }
     }
+
+    /// The one link `request` matches; `None` when the kernel says there is none.
+    fn get_link(
+        &self,
+        request: LinkGetRequest,
+        op: impl FnOnce() -> String,
+    ) -> KernelResult<Option<Link>> {
+        let found = self
+            .rt
+            .block_on(async { request.execute().try_next().await });
+        match found {
+            Ok(msg) => Ok(msg.map(link_from)),
+            Err(e) => {
+                let e = nl_error(op(), e);
+                if e.is_not_found() { Ok(None) } else { Err(e) }
+            }
+        }
+    }
+
+    /// `RTM_SETLINK` with `msg`.
+    fn set_link(
+        &self,
+        handle: &Handle,
+        msg: LinkMessage,
+        op: impl FnOnce() -> String,
+    ) -> KernelResult<()> {
+        self.rt
+            .block_on(handle.link().set(msg).execute())
+            .map_err(|e| nl_error(op(), e))
+    }
 }
 
 fn nl_error(op: impl Into<String>, e: rtnetlink::Error) -> KernelError {
@@ -115,42 +145,16 @@ impl Kernel for RtKernel {
 
     fn link_by_name(&mut self, ns: Ns, name: &str) -> KernelResult<Option<Link>> {
         let handle = self.handle(ns)?;
-        let found = self.rt.block_on(async {
-            handle
-                .link()
-                .get()
-                .match_name(name)
-                .execute()
-                .try_next()
-                .await
-        });
-        match found {
-            Ok(msg) => Ok(msg.map(link_from)),
-            Err(e) => {
-                let e = nl_error(format!("look up link {name} ({})", ns_name(ns)), e);
-                if e.is_not_found() { Ok(None) } else { Err(e) }
-            }
-        }
+        self.get_link(handle.link().get().match_name(name), || {
+            format!("look up link {name} ({})", ns_name(ns))
+        })
     }
 
     fn link_by_index(&mut self, ns: Ns, index: u32) -> KernelResult<Option<Link>> {
         let handle = self.handle(ns)?;
-        let found = self.rt.block_on(async {
-            handle
-                .link()
-                .get()
-                .match_index(index)
-                .execute()
-                .try_next()
-                .await
-        });
-        match found {
-            Ok(msg) => Ok(msg.map(link_from)),
-            Err(e) => {
-                let e = nl_error(format!("look up link #{index} ({})", ns_name(ns)), e);
-                if e.is_not_found() { Ok(None) } else { Err(e) }
-            }
-        }
+        self.get_link(handle.link().get().match_index(index), || {
+            format!("look up link #{index} ({})", ns_name(ns))
+        })
     }
 
     fn links(&mut self, ns: Ns) -> KernelResult<Vec<Link>> {
@@ -172,30 +176,25 @@ impl Kernel for RtKernel {
     fn set_link_up(&mut self, ns: Ns, index: u32) -> KernelResult<()> {
         let handle = self.handle(ns)?;
         let msg = LinkUnspec::new_with_index(index).up().build();
-        self.rt
-            .block_on(handle.link().set(msg).execute())
-            .map_err(|e| nl_error(format!("set link #{index} up ({})", ns_name(ns)), e))
+        self.set_link(&handle, msg, || {
+            format!("set link #{index} up ({})", ns_name(ns))
+        })
     }
 
     fn set_link_down(&mut self, ns: Ns, index: u32) -> KernelResult<()> {
         let handle = self.handle(ns)?;
         let msg = LinkUnspec::new_with_index(index).down().build();
-        self.rt
-            .block_on(handle.link().set(msg).execute())
-            .map_err(|e| nl_error(format!("set link #{index} down ({})", ns_name(ns)), e))
+        self.set_link(&handle, msg, || {
+            format!("set link #{index} down ({})", ns_name(ns))
+        })
     }
 
     fn set_alias(&mut self, ns: Ns, index: u32, alias: &str) -> KernelResult<()> {
         let handle = self.handle(ns)?;
         let msg = LinkUnspec::new_with_index(index).alias(alias).build();
-        self.rt
-            .block_on(handle.link().set(msg).execute())
-            .map_err(|e| {
-                nl_error(
-                    format!("set the alias of link #{index} ({})", ns_name(ns)),
-                    e,
-                )
-            })
+        self.set_link(&handle, msg, || {
+            format!("set the alias of link #{index} ({})", ns_name(ns))
+        })
     }
 
     fn add_address(&mut self, ns: Ns, index: u32, addr: IpAddr, prefix: u8) -> KernelResult<()> {
