@@ -12,7 +12,7 @@ APT_PACKAGES=(
     # build
     build-essential pkg-config "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" libzstd-dev zlib1g-dev
     # network tools the tests and the demo drive
-    iproute2 iputils-ping iperf3 kmod
+    iproute2 iputils-ping iperf3 kmod iptables bc
     # containerd tier
     containerd runc containernetworking-plugins
     # VM tier

@@ -2,7 +2,8 @@
 //! (`BPF_NETKIT_PEER` / `BPF_NETKIT_PRIMARY`) and tcx (veth fallback, uplink):
 //!
 //! - `nk_pod_egress`: what a pod sends. Drops spoofed sources, short-cuts traffic to
-//!   another local pod, hands everything else to the host stack.
+//!   another local pod, hands everything else to the host stack — including replies to
+//!   flows the pod opened through the stack, whose translation only the stack can undo.
 //! - `nk_pod_ingress`: what enters a pod through its host-side hook. Counts it and passes.
 //! - `nk_uplink_ingress`: what arrives from the wire. Traffic for a local pod goes
 //!   straight into the pod with `bpf_redirect_peer`, skipping the host stack.
@@ -18,12 +19,12 @@ use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     helpers::generated::{bpf_redirect, bpf_redirect_peer},
     macros::{classifier, map},
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, LruHashMap, PerCpuArray},
     programs::TcContext,
 };
 use netkit_common::{
-    ENDPOINT_F_NETKIT, ENDPOINT_F_VETH, EndpointKey, EndpointValue, MAX_ENDPOINT_ADDRS, STAT_COUNT,
-    Stat,
+    ENDPOINT_F_NETKIT, ENDPOINT_F_VETH, EndpointKey, EndpointValue, FlowKey, MAX_ENDPOINT_ADDRS,
+    MAX_STACK_FLOWS, STAT_COUNT, Stat,
 };
 use packet::{Addresses, Parsed};
 
@@ -40,6 +41,34 @@ static NK_ENDPOINTS: HashMap<EndpointKey, EndpointValue> = HashMap::pinned(MAX_E
 /// primary) before it runs the `BPF_NETKIT_PEER` programs, and tcx ingress of a host veth
 /// runs on that veth. So one shared program instance serves every pod; no per-pod
 /// constant has to be baked in (which would cost an ELF load per pod start).
+/// Pod sockets that sent something to the host stack. A reply to one of them may carry
+/// addresses the stack translated on the way out (a Service DNAT): it has to go back
+/// through the stack to be un-translated, so the fast path leaves it alone.
+#[map]
+static NK_STACK_FLOWS: LruHashMap<FlowKey, u8> = LruHashMap::pinned(MAX_STACK_FLOWS, 0);
+
+/// Remember that the packet's source socket talks through the host stack. Looked up
+/// first so the steady state is read-only (no cross-CPU writes per packet).
+#[inline(always)]
+fn remember_stack_flow(addrs: &Addresses) {
+    if let Some(flow) = addrs.source_flow() {
+        // SAFETY: a lookup whose result is only tested for presence.
+        if unsafe { NK_STACK_FLOWS.get(&flow) }.is_none() {
+            let _ = NK_STACK_FLOWS.insert(&flow, &0, 0);
+        }
+    }
+}
+
+/// Does the packet answer a flow its destination pod opened through the host stack?
+#[inline(always)]
+fn answers_stack_flow(addrs: &Addresses) -> bool {
+    match addrs.destination_flow() {
+        // SAFETY: a lookup whose result is only tested for presence.
+        Some(flow) => unsafe { NK_STACK_FLOWS.get(&flow) }.is_some(),
+        None => false,
+    }
+}
+
 #[inline(always)]
 fn host_ifindex(ctx: &TcContext) -> u32 {
     // SAFETY: `skb` is the context pointer the kernel passed in; `ifindex` is readable.
@@ -92,9 +121,14 @@ fn pod_egress_ip(ctx: &TcContext, addrs: &Addresses) -> i32 {
         }
     };
     let Some(dst) = lookup_endpoint(&addrs.dst) else {
+        remember_stack_flow(addrs);
         count(Stat::Pass);
         return TC_ACT_OK;
     };
+    if answers_stack_flow(addrs) {
+        count(Stat::PassStackFlow);
+        return TC_ACT_OK;
+    }
     if dst.flags & own & ENDPOINT_F_NETKIT != 0 {
         // Into the destination's primary: its xmit hands the packet to its peer, in
         // the destination pod, after running that pod's ingress program.
@@ -136,6 +170,12 @@ pub fn nk_uplink_ingress(ctx: TcContext) -> i32 {
         count(Stat::Pass);
         return TC_ACT_OK;
     };
+    // A reply from a remote backend of a Service the pod called: the stack must undo
+    // the DNAT before the pod sees it.
+    if answers_stack_flow(&addrs) {
+        count(Stat::PassStackFlow);
+        return TC_ACT_OK;
+    }
     if dst.flags & ENDPOINT_F_VETH != 0 && packet::rewrite_macs(&ctx, dst).is_err() {
         count(Stat::DropPolicy);
         return TC_ACT_SHOT;

@@ -1,7 +1,7 @@
 //! Header parsing with direct packet access: just the fields the datapath decides on.
 
 use aya_ebpf::programs::TcContext;
-use netkit_common::{EndpointKey, EndpointValue};
+use netkit_common::{EndpointKey, EndpointValue, FlowKey};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -10,6 +10,9 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ICMPV6: u8 = 58;
 const IPV6_HLEN: usize = 40;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_SCTP: u8 = 132;
 /// Link-scoped ICMPv6 control messages a pod's kernel sends on its own, from its
 /// link-local or the unspecified address: MLD (RFC 2710 types 130–132, RFC 3810 type 143)
 /// and neighbour discovery (RFC 4861 types 133–136). They are for the host stack, not data.
@@ -18,12 +21,17 @@ fn is_icmpv6_link_control(kind: u8) -> bool {
     matches!(kind, 130..=136 | 143)
 }
 
-/// Source and destination of an IP packet. Filled in place by `parse`: returning it
-/// inside an enum would copy the enum's undefined padding bytes, which the verifier
-/// rejects as reads of uninitialised stack.
+/// Source and destination of an IP packet, with the transport ports when it has them.
+/// Filled in place by `parse`: returning it inside an enum would copy the enum's
+/// undefined padding bytes, which the verifier rejects as reads of uninitialised stack.
 pub struct Addresses {
     pub src: EndpointKey,
     pub dst: EndpointKey,
+    /// TCP, UDP or SCTP; 0 when the packet carries no ports we can read (other
+    /// protocols, IPv4 non-first fragments, IPv6 extension headers).
+    pub proto: u8,
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
 }
 
 impl Addresses {
@@ -31,7 +39,47 @@ impl Addresses {
         Addresses {
             src: EndpointKey { addr: [0; 16] },
             dst: EndpointKey { addr: [0; 16] },
+            proto: 0,
+            sport: [0; 2],
+            dport: [0; 2],
         }
+    }
+
+    /// The flow key of the source socket, when the packet has ports.
+    #[inline(always)]
+    pub fn source_flow(&self) -> Option<FlowKey> {
+        (self.proto != 0).then_some(FlowKey {
+            addr: self.src.addr,
+            port: self.sport,
+            proto: self.proto,
+            pad: 0,
+        })
+    }
+
+    /// The flow key of the destination socket, when the packet has ports.
+    #[inline(always)]
+    pub fn destination_flow(&self) -> Option<FlowKey> {
+        (self.proto != 0).then_some(FlowKey {
+            addr: self.dst.addr,
+            port: self.dport,
+            proto: self.proto,
+            pad: 0,
+        })
+    }
+}
+
+#[inline(always)]
+fn has_ports(proto: u8) -> bool {
+    matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP)
+}
+
+/// Read the two ports at `offset` (the transport header) into `out`.
+#[inline(always)]
+fn read_ports(ctx: &TcContext, offset: usize, proto: u8, out: &mut Addresses) {
+    if let Some(ports) = read_array::<4>(ctx, offset) {
+        out.proto = proto;
+        out.sport = [ports[0], ports[1]];
+        out.dport = [ports[2], ports[3]];
     }
 }
 
@@ -111,6 +159,21 @@ pub fn parse(ctx: &TcContext, out: &mut Addresses) -> Parsed {
             };
             out.src = EndpointKey::from_v4(src);
             out.dst = EndpointKey::from_v4(dst);
+            let Some(first) = read_u8(ctx, l3) else {
+                return Parsed::Ip;
+            };
+            let Some(proto) = read_u8(ctx, l3 + 9) else {
+                return Parsed::Ip;
+            };
+            let Some(frag) = read_array::<2>(ctx, l3 + 6) else {
+                return Parsed::Ip;
+            };
+            // Ports are only in the first fragment (offset 0).
+            let first_fragment = u16::from_be_bytes(frag) & 0x1fff == 0;
+            let ihl = usize::from(first & 0x0f);
+            if has_ports(proto) && first_fragment && ihl >= 5 {
+                read_ports(ctx, l3 + ihl * 4, proto, out);
+            }
             Parsed::Ip
         }
         ETH_P_IPV6 => {
@@ -130,6 +193,9 @@ pub fn parse(ctx: &TcContext, out: &mut Addresses) -> Parsed {
             };
             out.src = EndpointKey::from_v6(src);
             out.dst = EndpointKey::from_v6(dst);
+            if has_ports(next) {
+                read_ports(ctx, l3 + IPV6_HLEN, next, out);
+            }
             Parsed::Ip
         }
         ETH_P_ARP => Parsed::Arp,

@@ -11,6 +11,7 @@
 pub mod map_names {
     pub const STATS: &str = "NK_STATS";
     pub const ENDPOINTS: &str = "NK_ENDPOINTS";
+    pub const STACK_FLOWS: &str = "NK_STACK_FLOWS";
 }
 
 /// Names of the programs in the object.
@@ -46,6 +47,10 @@ pub enum Stat {
     /// netkit mode both stack-routed and fast-path traffic into the pod, in veth mode
     /// only stack-routed (redirect_peer skips the host veth).
     PodIngress = 7,
+    /// A packet for a local pod handed to the host stack instead of the fast path because
+    /// it answers a flow the pod opened through the stack (a Service DNAT, say): only the
+    /// stack can undo that translation.
+    PassStackFlow = 8,
 }
 
 impl Stat {
@@ -59,6 +64,7 @@ impl Stat {
         Stat::DropSpoof,
         Stat::DropPolicy,
         Stat::PodIngress,
+        Stat::PassStackFlow,
     ];
 
     /// The name operators and tests see (`netkit-agent stats`, metrics labels).
@@ -72,6 +78,7 @@ impl Stat {
             Stat::DropSpoof => "drop_spoof",
             Stat::DropPolicy => "drop_policy",
             Stat::PodIngress => "pod_ingress",
+            Stat::PassStackFlow => "pass_stack_flow",
         }
     }
 
@@ -81,7 +88,7 @@ impl Stat {
 }
 
 /// Number of entries in `NK_STATS`.
-pub const STAT_COUNT: u32 = 8;
+pub const STAT_COUNT: u32 = 9;
 
 /// Maximum number of addresses (endpoints × families) on one node.
 pub const MAX_ENDPOINT_ADDRS: u32 = 65_536;
@@ -134,6 +141,25 @@ pub struct EndpointValue {
 // 4 + 4 + 6 + 6: no padding, the struct's 4-byte alignment is already met.
 const _: () = assert!(core::mem::size_of::<EndpointValue>() == 20);
 
+/// Flows opened through the host stack the map remembers at most (LRU: the oldest go).
+pub const MAX_STACK_FLOWS: u32 = 65_536;
+
+/// Key of `NK_STACK_FLOWS`: a local pod's socket (address, port, protocol) that sent
+/// something to the host stack. Replies to it must come back through the stack too.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// The pod's address, IPv4-mapped like `EndpointKey`.
+    pub addr: [u8; 16],
+    /// The pod's port, network byte order.
+    pub port: [u8; 2],
+    /// IPPROTO_TCP, _UDP or _SCTP.
+    pub proto: u8,
+    /// Explicit padding, always 0 (hash keys are compared bytewise).
+    pub pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 20);
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain-old-data, `#[repr(C)]`, no padding (sizes asserted above), every bit
@@ -141,6 +167,8 @@ mod user {
     unsafe impl aya::Pod for super::EndpointKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::EndpointValue {}
+    // SAFETY: as above (the padding byte is an explicit field).
+    unsafe impl aya::Pod for super::FlowKey {}
 }
 
 #[cfg(test)]
