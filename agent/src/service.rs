@@ -79,6 +79,7 @@ impl Agent {
             datapath: "bpf".to_string(),
             endpoints: self.registry.len(),
             mapped_addresses: self.datapath.mapped_addresses().len(),
+            stack_flows: self.datapath.stack_flow_count(),
             pod_cidrs: self.pools.iter().map(|p| p.to_string()).collect(),
             uplink: self.uplink.clone(),
             reason: None,

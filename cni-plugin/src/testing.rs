@@ -75,6 +75,7 @@ impl AgentApi for FakeAgent {
                 datapath: "veth".into(),
                 endpoints: s.endpoints.len(),
                 mapped_addresses: s.endpoints.len(),
+                stack_flows: 0,
                 pod_cidrs: vec!["10.22.0.0/24".into(), "fd00:22::/64".into()],
                 uplink: Some("eth0".into()),
                 reason: (!s.ready).then(|| "loading programs".to_string()),

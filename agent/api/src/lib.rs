@@ -79,6 +79,8 @@ pub struct AgentStatus {
     /// Pod addresses in the datapath's endpoint map (one per endpoint address when the
     /// kernel and the registry agree).
     pub mapped_addresses: usize,
+    /// Pod sockets remembered as talking through the host stack (their replies take it too).
+    pub stack_flows: usize,
     pub pod_cidrs: Vec<String>,
     pub uplink: Option<String>,
     /// Why the agent is not ready, when it is not.

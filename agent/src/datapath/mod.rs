@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use netkit_api::LinkMode;
 use netkit_common::{
-    ENDPOINT_F_NETKIT, ENDPOINT_F_VETH, EndpointKey, EndpointValue, Stat, program_names,
+    ENDPOINT_F_NETKIT, ENDPOINT_F_VETH, EndpointKey, EndpointValue, FlowKey, Stat, program_names,
 };
 
 pub use pins::PinLayout;
@@ -74,6 +74,7 @@ pub struct Datapath {
     node: aya::Ebpf,
     endpoints: BpfHashMap<MapData, EndpointKey, EndpointValue>,
     stats: PerCpuArray<MapData, u64>,
+    stack_flows: BpfHashMap<MapData, FlowKey, u8>,
 }
 
 impl Datapath {
@@ -94,9 +95,17 @@ impl Datapath {
             name: "NK_STATS",
             source,
         })?;
+        let stack_flows = take_map(&mut ebpf, netkit_common::map_names::STACK_FLOWS)?;
+        // An LRU hash map is a hash map to user space.
+        let stack_flows =
+            BpfHashMap::try_from(stack_flows).map_err(|source| DatapathError::Map {
+                name: "NK_STACK_FLOWS",
+                source,
+            })?;
         Ok(Datapath {
             pins,
             node: ebpf,
+            stack_flows,
             endpoints,
             stats,
         })
@@ -171,6 +180,7 @@ impl Datapath {
         for addr in addresses {
             self.unmap(&endpoint_key(addr))?;
         }
+        self.forget_stack_flows(addresses)?;
         let dir = self.pins.endpoint_dir(pin_name);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
@@ -184,6 +194,37 @@ impl Datapath {
     }
 
     /// Addresses in the endpoint map (for reconciliation).
+    /// Drop the remembered stack-bound sockets of `addresses` (a removed pod), so a pod
+    /// that later gets the same address starts with a clean slate.
+    fn forget_stack_flows(&mut self, addresses: &[IpAddr]) -> Result<()> {
+        let owned: Vec<[u8; 16]> = addresses.iter().map(|a| endpoint_key(a).addr).collect();
+        let stale: Vec<FlowKey> = self
+            .stack_flows
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| owned.contains(&k.addr))
+            .collect();
+        for key in stale {
+            match self.stack_flows.remove(&key) {
+                Ok(()) => {}
+                // The LRU may have evicted it meanwhile.
+                Err(e) if is_not_found(&e) => {}
+                Err(source) => {
+                    return Err(DatapathError::Map {
+                        name: "NK_STACK_FLOWS",
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of remembered stack-bound pod sockets.
+    pub fn stack_flow_count(&self) -> usize {
+        self.stack_flows.keys().filter(|k| k.is_ok()).count()
+    }
+
     pub fn mapped_addresses(&self) -> Vec<EndpointKey> {
         self.endpoints.keys().filter_map(|k| k.ok()).collect()
     }

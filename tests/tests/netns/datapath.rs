@@ -104,6 +104,25 @@ fn tcp_echo(from: &Pod, to: &Pod, listen: SocketAddr, connect: SocketAddr) -> bo
     echoed == Some(*b"hello")
 }
 
+/// A TCP exchange from a pod to a server on the node (through the host stack).
+fn tcp_round_trip_to_node(node: &Node, from: &Pod) {
+    let listen = socket_addr(netkit_tests::pods::NODE_IP, free_port());
+    let listener = node
+        .ns
+        .run(move || TcpListener::bind(listen).expect("bind on the node"));
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        let mut buf = [0u8; 5];
+        conn.read_exact(&mut buf).expect("read");
+    });
+    from.ns.run(move || {
+        let mut conn = TcpStream::connect_timeout(&listen, Duration::from_secs(5))
+            .expect("connect to the node");
+        conn.write_all(b"hello").unwrap();
+    });
+    server.join().unwrap();
+}
+
 fn tcp_round_trip(from: &Pod, to: &Pod, to_ip: &str) {
     let port = free_port();
     let addr = socket_addr(to_ip, port);
@@ -237,6 +256,14 @@ fn del_leaves_no_link_no_address_no_endpoint_no_pin() {
         1,
         "endpoint not pinned"
     );
+    // A flow through the host stack leaves a remembered socket that DEL must clear.
+    tcp_round_trip_to_node(&s.node, &a);
+    let status = s.node.agent().cli(&["status", "--json"]);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(
+        status["stack_flows"].as_u64().unwrap() > 0,
+        "no stack flow remembered: {status}"
+    );
     s.node.del(&a.container, "eth0", Some(a.ns.path()), &s.conf);
     assert!(s.node.plugin_links().is_empty(), "host link left behind");
     assert!(s.node.endpoints().is_empty(), "agent endpoint left behind");
@@ -250,6 +277,10 @@ fn del_leaves_no_link_no_address_no_endpoint_no_pin() {
     assert_eq!(
         status["mapped_addresses"], 0,
         "endpoint map entries left behind: {status}"
+    );
+    assert_eq!(
+        status["stack_flows"], 0,
+        "stack flows of the deleted pod left behind: {status}"
     );
     assert_eq!(
         a.links(),
