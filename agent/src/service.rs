@@ -355,10 +355,7 @@ mod tests {
     use super::*;
 
     fn id(c: &str, i: &str) -> EndpointId {
-        EndpointId {
-            container_id: c.into(),
-            ifname: i.into(),
-        }
+        EndpointId::new(c, i)
     }
 
     #[test]

@@ -9,6 +9,15 @@ pub struct EndpointId {
     pub ifname: String,
 }
 
+impl EndpointId {
+    pub fn new(container_id: impl Into<String>, ifname: impl Into<String>) -> Self {
+        EndpointId {
+            container_id: container_id.into(),
+            ifname: ifname.into(),
+        }
+    }
+}
+
 impl std::fmt::Display for EndpointId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.container_id, self.ifname)

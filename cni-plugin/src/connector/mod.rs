@@ -234,10 +234,7 @@ mod tests {
     use crate::netlink::fake::FakeKernel;
 
     fn id(c: &str, i: &str) -> EndpointId {
-        EndpointId {
-            container_id: c.into(),
-            ifname: i.into(),
-        }
+        EndpointId::new(c, i)
     }
 
     #[test]
