@@ -76,7 +76,6 @@ impl Agent {
         AgentStatus {
             ready: true,
             version: env!("CARGO_PKG_VERSION").to_string(),
-            datapath: "bpf".to_string(),
             endpoints: self.registry.len(),
             mapped_addresses: self.datapath.mapped_addresses().len(),
             stack_flows: self.datapath.stack_flow_count(),

@@ -72,7 +72,6 @@ impl AgentApi for FakeAgent {
             Request::Status => Ok(Response::Status(AgentStatus {
                 ready: s.ready,
                 version: "test".into(),
-                datapath: "veth".into(),
                 endpoints: s.endpoints.len(),
                 mapped_addresses: s.endpoints.len(),
                 stack_flows: 0,

@@ -73,8 +73,6 @@ pub enum Response {
 pub struct AgentStatus {
     pub ready: bool,
     pub version: String,
-    /// `netkit` when the kernel can make netkit pairs, else `veth`.
-    pub datapath: String,
     pub endpoints: usize,
     /// Pod addresses in the datapath's endpoint map (one per endpoint address when the
     /// kernel and the registry agree).

@@ -66,11 +66,12 @@ pub struct EndpointSpec<'a> {
     pub addresses: &'a [IpAddr],
 }
 
-/// The node's datapath: pinned maps held open, programs loaded per attachment.
+/// The node's datapath: pinned maps held open, and one loaded instance of the programs
+/// that every attachment shares.
 pub struct Datapath {
     pins: PinLayout,
-    /// The node-level instance (no endpoint baked in): its uplink and pod-ingress programs
-    /// serve every attachment, so they are loaded and verified once.
+    /// The loaded object: its programs find the pod from the packet, so they serve every
+    /// attachment and are loaded and verified once.
     node: aya::Ebpf,
     endpoints: BpfHashMap<MapData, EndpointKey, EndpointValue>,
     stats: PerCpuArray<MapData, u64>,
