@@ -159,6 +159,25 @@ fn netkit_pair(primary: &str, peer: &str) -> LinkMessageBuilder<LinkNetkit> {
     LinkNetkit::new(primary, peer, NetkitMode::L3)
 }
 
+/// An L3 pair with primary policy pass and peer policy drop, as the plugin creates it;
+/// the guard deletes it.
+fn pass_drop_pair<'a>(nl: &'a Netlink, prefix: &str) -> (String, String, LinkGuard<'a>) {
+    let primary = unique_name(prefix);
+    let peer = format!("{primary}p");
+    nl.add(
+        netkit_pair(&primary, &peer)
+            .policy(NetkitPolicy::Pass)
+            .peer_policy(NetkitPolicy::Drop)
+            .build(),
+    )
+    .unwrap_or_else(|e| panic!("creating netkit pair {primary}/{peer}: {e}"));
+    let guard = LinkGuard {
+        nl,
+        name: primary.clone(),
+    };
+    (primary, peer, guard)
+}
+
 /// The errno of a netlink error (positive), or a panic describing what came back instead.
 fn errno(result: Result<(), rtnetlink::Error>, what: &str) -> i32 {
     match result {
@@ -174,21 +193,7 @@ fn netkit_pair_reports_mode_and_policies_on_both_ends() {
         return;
     }
     let nl = Netlink::new();
-    let primary = unique_name("nkp");
-    let peer = format!("{primary}p");
-
-    nl.add(
-        netkit_pair(&primary, &peer)
-            .mode(NetkitMode::L3)
-            .policy(NetkitPolicy::Pass)
-            .peer_policy(NetkitPolicy::Drop)
-            .build(),
-    )
-    .unwrap_or_else(|e| panic!("creating netkit pair {primary}/{peer}: {e}"));
-    let _guard = LinkGuard {
-        nl: &nl,
-        name: primary.clone(),
-    };
+    let (primary, peer, _guard) = pass_drop_pair(&nl, "nkp");
 
     let p = read_back(&nl, &primary);
     let q = read_back(&nl, &peer);
@@ -243,19 +248,7 @@ fn kernel_enforces_netkit_policy_rules() {
     assert_eq!(err, libc::EINVAL, "errno for peer policy redirect");
     assert!(nl.get(&bad).is_err(), "{bad} exists after a refused create");
 
-    let primary = unique_name("nkc");
-    let peer = format!("{primary}p");
-    nl.add(
-        netkit_pair(&primary, &peer)
-            .policy(NetkitPolicy::Pass)
-            .peer_policy(NetkitPolicy::Drop)
-            .build(),
-    )
-    .unwrap_or_else(|e| panic!("creating netkit pair {primary}/{peer}: {e}"));
-    let _guard = LinkGuard {
-        nl: &nl,
-        name: primary.clone(),
-    };
+    let (primary, peer, _guard) = pass_drop_pair(&nl, "nkc");
     let p_index = read_back(&nl, &primary).index;
     let q_index = read_back(&nl, &peer).index;
 
