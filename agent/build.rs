@@ -4,6 +4,11 @@
 use anyhow::{Context as _, anyhow};
 use aya_build::{Package, Toolchain};
 
+/// The nightly the BPF programs are built with; `hack/setup.sh` installs it (with
+/// rust-src) and builds bpf-linker against the same LLVM major. Keep the two in step:
+/// a newer nightly may carry an LLVM that bpf-linker does not support.
+const BPF_TOOLCHAIN: &str = "nightly-2026-05-20";
+
 fn main() -> anyhow::Result<()> {
     let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?;
     let root_dir = std::path::Path::new(&manifest_dir)
@@ -19,6 +24,6 @@ fn main() -> anyhow::Result<()> {
             root_dir,
             ..Default::default()
         }],
-        Toolchain::default(),
+        Toolchain::Custom(BPF_TOOLCHAIN),
     )
 }

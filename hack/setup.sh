@@ -7,12 +7,14 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Pinned so a fresh machine builds the same linker we test with.
 BPF_LINKER_VERSION="0.13.0"
 LLVM_MAJOR="22"
+# Keep in step with BPF_TOOLCHAIN in agent/build.rs.
+BPF_NIGHTLY="nightly-2026-05-20"
 
 APT_PACKAGES=(
     # build
     build-essential pkg-config "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" libzstd-dev zlib1g-dev
     # network tools the tests and the demo drive
-    iproute2 iputils-ping iperf3 kmod iptables bc
+    iproute2 iputils-ping iperf3 kmod iptables nftables bc
     # containerd tier
     containerd runc containernetworking-plugins
     # VM tier
@@ -44,20 +46,22 @@ else
     echo "all present"
 fi
 
-step "Rust toolchains: stable for user space, nightly + rust-src for the BPF programs"
-rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal \
-    || die "no nightly toolchain and rustup cannot install one"
-if ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
-    rustup component add rust-src --toolchain nightly \
-        || die "cannot add rust-src to nightly (needed for -Z build-std=core on bpfel-unknown-none)"
+step "Rust toolchains: stable for user space, pinned ${BPF_NIGHTLY} + rust-src for the BPF programs"
+# The BPF build uses exactly this nightly (agent/build.rs names it): a newer nightly may
+# carry an LLVM newer than the one bpf-linker is built against.
+rustup toolchain list | grep -q "^${BPF_NIGHTLY}" || rustup toolchain install "${BPF_NIGHTLY}" --profile minimal \
+    || die "rustup cannot install ${BPF_NIGHTLY}"
+if ! rustup component list --toolchain "${BPF_NIGHTLY}" --installed | grep -q '^rust-src'; then
+    rustup component add rust-src --toolchain "${BPF_NIGHTLY}" \
+        || die "cannot add rust-src to ${BPF_NIGHTLY} (needed for -Z build-std=core on bpfel-unknown-none)"
 fi
-echo "nightly: $(rustc +nightly --version)"
+echo "nightly: $(rustc +"${BPF_NIGHTLY}" --version)"
 
 step "bpf-linker ${BPF_LINKER_VERSION} against LLVM ${LLVM_MAJOR}"
 if bpf-linker --version 2>/dev/null | grep -q "${BPF_LINKER_VERSION}"; then
     echo "present: $(bpf-linker --version)"
 else
-    LLVM_PREFIX="/usr/lib/llvm-${LLVM_MAJOR}" cargo +nightly install bpf-linker \
+    LLVM_PREFIX="/usr/lib/llvm-${LLVM_MAJOR}" cargo +"${BPF_NIGHTLY}" install bpf-linker \
         --version "${BPF_LINKER_VERSION}" --no-default-features --features "llvm-${LLVM_MAJOR}" \
         || die "building bpf-linker failed (needs llvm-${LLVM_MAJOR}-dev)"
 fi

@@ -78,7 +78,7 @@ impl Agent {
             version: env!("CARGO_PKG_VERSION").to_string(),
             endpoints: self.registry.len(),
             mapped_addresses: self.datapath.mapped_addresses().len(),
-            stack_flows: self.datapath.stack_flow_count(),
+            translation_check: self.datapath.translation_check().to_string(),
             pod_cidrs: self.pools.iter().map(|p| p.to_string()).collect(),
             uplink: self.uplink.clone(),
             reason: None,

@@ -2,31 +2,39 @@
 //! (`BPF_NETKIT_PEER` / `BPF_NETKIT_PRIMARY`) and tcx (veth fallback, uplink):
 //!
 //! - `nk_pod_egress`: what a pod sends. Drops spoofed sources, short-cuts traffic to
-//!   another local pod, hands everything else to the host stack — including replies to
-//!   flows the pod opened through the stack, whose translation only the stack can undo.
+//!   another local pod, hands everything else to the host stack — including packets of
+//!   flows the stack translated (Service DNAT, NodePort, masquerade), which only the
+//!   stack can un-translate.
 //! - `nk_pod_ingress`: what enters a pod through its host-side hook. Counts it and passes.
 //! - `nk_uplink_ingress`: what arrives from the wire. Traffic for a local pod goes
-//!   straight into the pod with `bpf_redirect_peer`, skipping the host stack.
+//!   straight into the pod with `bpf_redirect_peer`, skipping the host stack, unless its
+//!   flow was translated.
+//!
+//! Whether the stack translated a flow is asked of the kernel's conntrack (`conntrack.rs`,
+//! a kfunc). Each program that asks has a `_noct` twin for kernels where the kfunc cannot
+//! be resolved: it sends every pod-bound packet it cannot vouch for to the stack, which
+//! is always correct, just not fast. The agent loads one of the two.
 //!
 //! netkit's return codes (`NETKIT_PASS` 0, `NETKIT_DROP` 2, `NETKIT_REDIRECT` 7) equal
 //! tc's (`TC_ACT_OK`, `TC_ACT_SHOT`, `TC_ACT_REDIRECT`), so one set of programs serves both.
 #![no_std]
 #![no_main]
 
+mod conntrack;
 mod packet;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     helpers::generated::{bpf_redirect, bpf_redirect_peer},
     macros::{classifier, map},
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{HashMap, PerCpuArray},
     programs::TcContext,
 };
 use netkit_common::{
-    ENDPOINT_F_NETKIT, ENDPOINT_F_VETH, EndpointKey, EndpointValue, FlowKey, MAX_ENDPOINT_ADDRS,
-    MAX_STACK_FLOWS, STAT_COUNT, Stat,
+    ENDPOINT_F_NETKIT, ENDPOINT_F_VETH, EndpointKey, EndpointValue, MAX_ENDPOINT_ADDRS, STAT_COUNT,
+    Stat,
 };
-use packet::{Addresses, Parsed};
+use packet::{Addresses, Flow, Parsed};
 
 /// Per-CPU decision counters, pinned by name so every loaded instance shares them.
 #[map]
@@ -36,39 +44,26 @@ static NK_STATS: PerCpuArray<u64> = PerCpuArray::pinned(STAT_COUNT, 0);
 #[map]
 static NK_ENDPOINTS: HashMap<EndpointKey, EndpointValue> = HashMap::pinned(MAX_ENDPOINT_ADDRS, 0);
 
+/// May this packet, addressed to a local pod, skip the host stack? Not when the stack
+/// translated its flow: the pod would see addresses it never talked to. `CONNTRACK`
+/// says whether this program instance can ask conntrack; without it only flows NAT
+/// never touches are vouched for.
+#[inline(always)]
+fn stack_must_handle<const CONNTRACK: bool>(ctx: &TcContext, addrs: &Addresses) -> Option<Stat> {
+    match addrs.flow {
+        Flow::Untranslatable => None,
+        Flow::Ports if CONNTRACK => {
+            conntrack::translated(ctx, addrs).then_some(Stat::PassTranslated)
+        }
+        Flow::Ports | Flow::Unverifiable => Some(Stat::PassUnverified),
+    }
+}
+
 /// The host-side ifindex of the pod whose packet this is. Both pod-egress hooks run with
 /// `skb->dev` on the host side: netkit's xmit switches `skb->dev` to the peer (the
 /// primary) before it runs the `BPF_NETKIT_PEER` programs, and tcx ingress of a host veth
 /// runs on that veth. So one shared program instance serves every pod; no per-pod
 /// constant has to be baked in (which would cost an ELF load per pod start).
-/// Pod sockets that sent something to the host stack. A reply to one of them may carry
-/// addresses the stack translated on the way out (a Service DNAT): it has to go back
-/// through the stack to be un-translated, so the fast path leaves it alone.
-#[map]
-static NK_STACK_FLOWS: LruHashMap<FlowKey, u8> = LruHashMap::pinned(MAX_STACK_FLOWS, 0);
-
-/// Remember that the packet's source socket talks through the host stack. Looked up
-/// first so the steady state is read-only (no cross-CPU writes per packet).
-#[inline(always)]
-fn remember_stack_flow(addrs: &Addresses) {
-    if let Some(flow) = addrs.source_flow() {
-        // SAFETY: a lookup whose result is only tested for presence.
-        if unsafe { NK_STACK_FLOWS.get(&flow) }.is_none() {
-            let _ = NK_STACK_FLOWS.insert(&flow, &0, 0);
-        }
-    }
-}
-
-/// Does the packet answer a flow its destination pod opened through the host stack?
-#[inline(always)]
-fn answers_stack_flow(addrs: &Addresses) -> bool {
-    match addrs.destination_flow() {
-        // SAFETY: a lookup whose result is only tested for presence.
-        Some(flow) => unsafe { NK_STACK_FLOWS.get(&flow) }.is_some(),
-        None => false,
-    }
-}
-
 #[inline(always)]
 fn host_ifindex(ctx: &TcContext) -> u32 {
     // SAFETY: `skb` is the context pointer the kernel passed in; `ifindex` is readable.
@@ -92,9 +87,19 @@ fn lookup_endpoint(key: &EndpointKey) -> Option<&EndpointValue> {
 
 #[classifier]
 pub fn nk_pod_egress(ctx: TcContext) -> i32 {
+    pod_egress::<true>(&ctx)
+}
+
+#[classifier]
+pub fn nk_pod_egress_noct(ctx: TcContext) -> i32 {
+    pod_egress::<false>(&ctx)
+}
+
+#[inline(always)]
+fn pod_egress<const CONNTRACK: bool>(ctx: &TcContext) -> i32 {
     let mut addrs = Addresses::new();
-    match packet::parse(&ctx, &mut addrs) {
-        Parsed::Ip => pod_egress_ip(&ctx, &addrs),
+    match packet::parse(ctx, &mut addrs) {
+        Parsed::Ip => pod_egress_ip::<CONNTRACK>(ctx, &addrs),
         // ARP, neighbour discovery and MLD from a veth pod are link-local control
         // traffic for the host stack (it answers for the gateway); anything else
         // non-IP has no business leaving an L3 pod.
@@ -110,7 +115,7 @@ pub fn nk_pod_egress(ctx: TcContext) -> i32 {
 }
 
 #[inline(always)]
-fn pod_egress_ip(ctx: &TcContext, addrs: &Addresses) -> i32 {
+fn pod_egress_ip<const CONNTRACK: bool>(ctx: &TcContext, addrs: &Addresses) -> i32 {
     // The source must be one of this pod's own addresses: registered, and registered to
     // the host-side device the packet came through.
     let own = match lookup_endpoint(&addrs.src) {
@@ -121,12 +126,11 @@ fn pod_egress_ip(ctx: &TcContext, addrs: &Addresses) -> i32 {
         }
     };
     let Some(dst) = lookup_endpoint(&addrs.dst) else {
-        remember_stack_flow(addrs);
         count(Stat::Pass);
         return TC_ACT_OK;
     };
-    if answers_stack_flow(addrs) {
-        count(Stat::PassStackFlow);
+    if let Some(stat) = stack_must_handle::<CONNTRACK>(ctx, addrs) {
+        count(stat);
         return TC_ACT_OK;
     }
     if dst.flags & own & ENDPOINT_F_NETKIT != 0 {
@@ -161,8 +165,18 @@ pub fn nk_pod_ingress(_ctx: TcContext) -> i32 {
 
 #[classifier]
 pub fn nk_uplink_ingress(ctx: TcContext) -> i32 {
+    uplink_ingress::<true>(&ctx)
+}
+
+#[classifier]
+pub fn nk_uplink_ingress_noct(ctx: TcContext) -> i32 {
+    uplink_ingress::<false>(&ctx)
+}
+
+#[inline(always)]
+fn uplink_ingress<const CONNTRACK: bool>(ctx: &TcContext) -> i32 {
     let mut addrs = Addresses::new();
-    if packet::parse(&ctx, &mut addrs) != Parsed::Ip {
+    if packet::parse(ctx, &mut addrs) != Parsed::Ip {
         count(Stat::Pass);
         return TC_ACT_OK;
     }
@@ -170,13 +184,13 @@ pub fn nk_uplink_ingress(ctx: TcContext) -> i32 {
         count(Stat::Pass);
         return TC_ACT_OK;
     };
-    // A reply from a remote backend of a Service the pod called: the stack must undo
-    // the DNAT before the pod sees it.
-    if answers_stack_flow(&addrs) {
-        count(Stat::PassStackFlow);
+    // A reply from a remote backend of a Service the pod called, or a NodePort client
+    // kept un-masqueraded: the stack must undo the translation before the pod sees it.
+    if let Some(stat) = stack_must_handle::<CONNTRACK>(ctx, &addrs) {
+        count(stat);
         return TC_ACT_OK;
     }
-    if dst.flags & ENDPOINT_F_VETH != 0 && packet::rewrite_macs(&ctx, dst).is_err() {
+    if dst.flags & ENDPOINT_F_VETH != 0 && packet::rewrite_macs(ctx, dst).is_err() {
         count(Stat::DropPolicy);
         return TC_ACT_SHOT;
     }

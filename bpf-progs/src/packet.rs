@@ -1,7 +1,7 @@
 //! Header parsing with direct packet access: just the fields the datapath decides on.
 
 use aya_ebpf::programs::TcContext;
-use netkit_common::{EndpointKey, EndpointValue, FlowKey};
+use netkit_common::{EndpointKey, EndpointValue};
 
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
@@ -12,7 +12,7 @@ const IPPROTO_ICMPV6: u8 = 58;
 const IPV6_HLEN: usize = 40;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
-const IPPROTO_SCTP: u8 = 132;
+const IPPROTO_ICMP: u8 = 1;
 /// Link-scoped ICMPv6 control messages a pod's kernel sends on its own, from its
 /// link-local or the unspecified address: MLD (RFC 2710 types 130–132, RFC 3810 type 143)
 /// and neighbour discovery (RFC 4861 types 133–136). They are for the host stack, not data.
@@ -21,17 +21,33 @@ fn is_icmpv6_link_control(kind: u8) -> bool {
     matches!(kind, 130..=136 | 143)
 }
 
+/// What the fast path may assume about a packet's flow: whether the host stack could
+/// have translated it, and whether conntrack can be asked.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Flow {
+    /// TCP or UDP with both ports read: conntrack can say whether it was translated.
+    Ports = 0,
+    /// ICMP / ICMPv6 queries (echo and the like): Service NAT never rewrites them between
+    /// pods, and conntrack lookups do not cover them.
+    Untranslatable = 1,
+    /// Anything else: may belong to a translated flow, and a conntrack lookup cannot
+    /// tell (fragments, IPv6 extension headers, SCTP, ICMP errors quoting a flow, other
+    /// protocols). Only the stack handles these correctly.
+    Unverifiable = 2,
+}
+
 /// Source and destination of an IP packet, with the transport ports when it has them.
 /// Filled in place by `parse`: returning it inside an enum would copy the enum's
 /// undefined padding bytes, which the verifier rejects as reads of uninitialised stack.
 pub struct Addresses {
     pub src: EndpointKey,
     pub dst: EndpointKey,
-    /// TCP, UDP or SCTP; 0 when the packet carries no ports we can read (other
-    /// protocols, IPv4 non-first fragments, IPv6 extension headers).
+    /// IPPROTO_TCP or IPPROTO_UDP when `flow` is `Ports`, else 0.
     pub proto: u8,
     pub sport: [u8; 2],
     pub dport: [u8; 2],
+    pub flow: Flow,
 }
 
 impl Addresses {
@@ -42,45 +58,37 @@ impl Addresses {
             proto: 0,
             sport: [0; 2],
             dport: [0; 2],
+            flow: Flow::Unverifiable,
         }
     }
-
-    /// The flow key of the source socket, when the packet has ports.
-    #[inline(always)]
-    pub fn source_flow(&self) -> Option<FlowKey> {
-        (self.proto != 0).then_some(FlowKey {
-            addr: self.src.addr,
-            port: self.sport,
-            proto: self.proto,
-            pad: 0,
-        })
-    }
-
-    /// The flow key of the destination socket, when the packet has ports.
-    #[inline(always)]
-    pub fn destination_flow(&self) -> Option<FlowKey> {
-        (self.proto != 0).then_some(FlowKey {
-            addr: self.dst.addr,
-            port: self.dport,
-            proto: self.proto,
-            pad: 0,
-        })
-    }
 }
 
+/// Classify the transport header at `offset`: read the ports of TCP and UDP, tell ICMP
+/// queries from ICMP errors (which quote, and so belong to, another flow). The first
+/// four bytes are read at once (ports, or ICMP type/code/checksum): a one-byte bound check
+/// at a variable offset compiles to `p >= end`, which the verifier does not take as a
+/// bound, while `p + 4 > end` it does.
 #[inline(always)]
-fn has_ports(proto: u8) -> bool {
-    matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP)
-}
-
-/// Read the two ports at `offset` (the transport header) into `out`.
-#[inline(always)]
-fn read_ports(ctx: &TcContext, offset: usize, proto: u8, out: &mut Addresses) {
-    if let Some(ports) = read_array::<4>(ctx, offset) {
-        out.proto = proto;
-        out.sport = [ports[0], ports[1]];
-        out.dport = [ports[2], ports[3]];
-    }
+fn classify_transport(ctx: &TcContext, offset: usize, proto: u8, out: &mut Addresses) {
+    let Some(head) = read_array::<4>(ctx, offset) else {
+        out.flow = Flow::Unverifiable;
+        return;
+    };
+    out.flow = match proto {
+        IPPROTO_TCP | IPPROTO_UDP => {
+            out.proto = proto;
+            out.sport = [head[0], head[1]];
+            out.dport = [head[2], head[3]];
+            Flow::Ports
+        }
+        // Destination unreachable, source quench, redirect, time exceeded, parameter
+        // problem: errors.
+        IPPROTO_ICMP if matches!(head[0], 3 | 4 | 5 | 11 | 12) => Flow::Unverifiable,
+        IPPROTO_ICMP => Flow::Untranslatable,
+        // ICMPv6 types below 128 are errors (RFC 4443).
+        IPPROTO_ICMPV6 if head[0] >= 128 => Flow::Untranslatable,
+        _ => Flow::Unverifiable,
+    };
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -159,20 +167,19 @@ pub fn parse(ctx: &TcContext, out: &mut Addresses) -> Parsed {
             };
             out.src = EndpointKey::from_v4(src);
             out.dst = EndpointKey::from_v4(dst);
-            let Some(first) = read_u8(ctx, l3) else {
+            let (Some(first), Some(proto), Some(frag)) = (
+                read_u8(ctx, l3),
+                read_u8(ctx, l3 + 9),
+                read_array::<2>(ctx, l3 + 6),
+            ) else {
                 return Parsed::Ip;
             };
-            let Some(proto) = read_u8(ctx, l3 + 9) else {
-                return Parsed::Ip;
-            };
-            let Some(frag) = read_array::<2>(ctx, l3 + 6) else {
-                return Parsed::Ip;
-            };
-            // Ports are only in the first fragment (offset 0).
-            let first_fragment = u16::from_be_bytes(frag) & 0x1fff == 0;
+            // A fragment (more-fragments set or a non-zero offset) is only whole, and
+            // its flow only known, after reassembly in the stack.
+            let fragment = u16::from_be_bytes(frag) & 0x3fff != 0;
             let ihl = usize::from(first & 0x0f);
-            if has_ports(proto) && first_fragment && ihl >= 5 {
-                read_ports(ctx, l3 + ihl * 4, proto, out);
+            if !fragment && ihl >= 5 {
+                classify_transport(ctx, l3 + ihl * 4, proto, out);
             }
             Parsed::Ip
         }
@@ -193,9 +200,8 @@ pub fn parse(ctx: &TcContext, out: &mut Addresses) -> Parsed {
             };
             out.src = EndpointKey::from_v6(src);
             out.dst = EndpointKey::from_v6(dst);
-            if has_ports(next) {
-                read_ports(ctx, l3 + IPV6_HLEN, next, out);
-            }
+            // Extension headers (fragments among them) leave the flow Unverifiable.
+            classify_transport(ctx, l3 + IPV6_HLEN, next, out);
             Parsed::Ip
         }
         ETH_P_ARP => Parsed::Arp,

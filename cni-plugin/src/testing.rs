@@ -74,7 +74,7 @@ impl AgentApi for FakeAgent {
                 version: "test".into(),
                 endpoints: s.endpoints.len(),
                 mapped_addresses: s.endpoints.len(),
-                stack_flows: 0,
+                translation_check: "conntrack".into(),
                 pod_cidrs: vec!["10.22.0.0/24".into(), "fd00:22::/64".into()],
                 uplink: Some("eth0".into()),
                 reason: (!s.ready).then(|| "loading programs".to_string()),

@@ -12,20 +12,23 @@
 # The per-run part (binaries under test, command, env) is a second archive appended by
 # hack/vm/run.sh; the kernel unpacks concatenated archives one after the other.
 #
-# Cached in $REPO/.cache/vm/initramfs-<hash>.cpio, keyed on these scripts, the kernel release,
-# the module list and the host binaries (and libraries) that go in.
+# Cached in $NETKIT_CACHE/vm/initramfs-<hash>.cpio (machine-wide, default
+# /var/cache/netkit-cni, outside the clone), keyed on these scripts, the kernel release, the
+# module list and the host binaries (and libraries) that go in.
 set -euo pipefail
 
 # Modules the guest loads at boot (netkit itself is built into the trixie cloud kernel).
-VM_MODULES="${NETKIT_VM_MODULES:-veth bridge dummy}"
+# nft_chain_nat + nft_nat bring nf_conntrack and nf_nat: the tests translate flows as
+# kube-proxy does, and the datapath asks conntrack (module kfuncs) about them.
+VM_MODULES="${NETKIT_VM_MODULES:-veth bridge dummy nft_chain_nat nft_nat}"
 # Host tools copied in (to /usr/bin, replacing busybox's applet of the same name). bash runs
 # the guest command: Debian's busybox sh prefers its own applets (its `ip` is not iproute2's).
-REQUIRED_HOST_TOOLS="bash ip"
-OPTIONAL_HOST_TOOLS="tc nft bpftool ping"
+REQUIRED_HOST_TOOLS="bash ip nft"
+OPTIONAL_HOST_TOOLS="tc bpftool ping"
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
-CACHE="${NETKIT_VM_CACHE:-$REPO/.cache/vm}"
+CACHE="${NETKIT_VM_CACHE:-${NETKIT_CACHE:-/var/cache/netkit-cni}/vm}"
 
 die() {
     echo "initramfs.sh: error: $*" >&2

@@ -2,7 +2,8 @@
 # Fetch and unpack the kernel the VM tier boots: Debian trixie's cloud kernel, which has
 # CONFIG_NETKIT=y (netkit built in; veth, bridge, dummy, ... are signed .ko.xz modules).
 #
-# Idempotent: everything is cached under $REPO/.cache/vm/. The machine's own apt setup is
+# Idempotent: everything is cached under $NETKIT_CACHE/vm (machine-wide, default
+# /var/cache/netkit-cni, outside the clone, so a fresh clone starts warm). The machine's own apt setup is
 # untouched: `apt-get download` runs with a private sources.list, lists, cache and status.
 #
 # Pinned kernel package (bump both together):
@@ -24,7 +25,7 @@ MIRROR="http://deb.debian.org/debian"
 KEYRING="/usr/share/keyrings/debian-archive-keyring.gpg"
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-CACHE="${NETKIT_VM_CACHE:-$REPO/.cache/vm}"
+CACHE="${NETKIT_VM_CACHE:-${NETKIT_CACHE:-/var/cache/netkit-cni}/vm}"
 APT_DIR="$CACHE/apt"
 
 log() { echo "kernel.sh: $*" >&2; }

@@ -26,8 +26,9 @@
 #   NETKIT_VM_ACCEL       qemu -accel (default tcg)
 #   NETKIT_VM_APPEND      extra kernel command line
 #   NETKIT_VM_KEEP_DEBUG  1: do not strip debug info from --bin files
-#   NETKIT_VM_MODULES     modules loaded at boot (default "veth bridge dummy")
-#   NETKIT_VM_CACHE       cache directory (default $REPO/.cache/vm)
+#   NETKIT_VM_MODULES     modules loaded at boot (default in hack/vm/initramfs.sh)
+#   NETKIT_VM_CACHE       cache directory (default $NETKIT_CACHE/vm, NETKIT_CACHE defaulting to
+#                         /var/cache/netkit-cni: machine-wide, outside the clone)
 set -euo pipefail
 
 # Everything is in main, which bash parses completely before running it: editing this file
@@ -35,7 +36,7 @@ set -euo pipefail
 main() {
     HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
     REPO="$(cd "$HERE/../.." && pwd)"
-    CACHE="${NETKIT_VM_CACHE:-$REPO/.cache/vm}"
+    CACHE="${NETKIT_VM_CACHE:-${NETKIT_CACHE:-/var/cache/netkit-cni}/vm}"
     TIMEOUT="${NETKIT_VM_TIMEOUT:-600}"
     MEM="${NETKIT_VM_MEM:-1G}"
     SMP="${NETKIT_VM_SMP:-2}"

@@ -77,8 +77,10 @@ pub struct AgentStatus {
     /// Pod addresses in the datapath's endpoint map (one per endpoint address when the
     /// kernel and the registry agree).
     pub mapped_addresses: usize,
-    /// Pod sockets remembered as talking through the host stack (their replies take it too).
-    pub stack_flows: usize,
+    /// How flows the host stack translated (Service DNAT, NodePort, masquerade) are kept
+    /// off the fast path: "conntrack" (asked per packet), or "stack-only (<why>)" where
+    /// conntrack cannot be asked and every pod-bound TCP/UDP packet takes the stack.
+    pub translation_check: String,
     pub pod_cidrs: Vec<String>,
     pub uplink: Option<String>,
     /// Why the agent is not ready, when it is not.

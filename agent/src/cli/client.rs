@@ -30,6 +30,7 @@ pub fn status(args: &ClientArgs) -> anyhow::Result<ExitCode> {
         println!("addresses:  {} in the datapath", status.mapped_addresses);
         println!("pod CIDRs:  {}", status.pod_cidrs.join(", "));
         println!("uplink:     {}", status.uplink.as_deref().unwrap_or("-"));
+        println!("translated: {}", status.translation_check);
         if let Some(reason) = &status.reason {
             println!("reason:     {reason}");
         }

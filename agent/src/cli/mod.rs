@@ -52,6 +52,12 @@ pub struct RunArgs {
     /// Do not attach to any uplink.
     #[arg(long, conflicts_with = "uplink")]
     pub no_uplink: bool,
+    /// How flows the host stack translated are kept off the fast path: `conntrack` asks
+    /// the kernel's conntrack per packet (falling back to `stack-only`, with a warning,
+    /// where it cannot be asked); `stack-only` sends every pod-bound TCP/UDP packet
+    /// through the host stack.
+    #[arg(long, value_enum, default_value_t = crate::datapath::TranslationMode::Conntrack)]
+    pub translation_check: crate::datapath::TranslationMode,
     /// Serve /metrics, /healthz and /readyz on this address.
     #[arg(long)]
     pub metrics_addr: Option<std::net::SocketAddr>,

@@ -27,7 +27,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: RunArgs) -> anyhow::Result<()> {
-    let mut datapath = Datapath::open(&args.bpffs_root)
+    let mut datapath = Datapath::open(&args.bpffs_root, args.translation_check)
         .with_context(|| format!("opening the datapath under {}", args.bpffs_root.display()))?;
     let uplink = if args.no_uplink {
         None

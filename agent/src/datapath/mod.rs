@@ -4,20 +4,21 @@
 //! forwarding while the agent is down or being replaced.
 
 mod bpffs;
+mod btf;
+mod kfunc;
 mod loader;
 mod pins;
 pub mod sys;
 
 use std::net::IpAddr;
-use std::os::fd::AsFd as _;
+use std::os::fd::{AsFd as _, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use netkit_api::LinkMode;
-use netkit_common::{
-    ENDPOINT_F_NETKIT, ENDPOINT_F_VETH, EndpointKey, EndpointValue, FlowKey, Stat, program_names,
-};
+use netkit_common::{ENDPOINT_F_NETKIT, ENDPOINT_F_VETH, EndpointKey, EndpointValue, Stat};
 
+pub use loader::{TranslationCheck, TranslationMode};
 pub use pins::PinLayout;
 use sys::AttachType;
 
@@ -51,6 +52,8 @@ pub enum DatapathError {
     NoInterface(String),
     #[error("invalid MAC address {0:?}")]
     Mac(String),
+    #[error("binding kernel functions: {0}")]
+    Kfunc(String),
 }
 
 pub type Result<T> = std::result::Result<T, DatapathError>;
@@ -70,22 +73,28 @@ pub struct EndpointSpec<'a> {
 /// that every attachment shares.
 pub struct Datapath {
     pins: PinLayout,
-    /// The loaded object: its programs find the pod from the packet, so they serve every
-    /// attachment and are loaded and verified once.
-    node: aya::Ebpf,
+    /// The loaded object, kept for the programs aya loaded. The programs find the pod from
+    /// the packet, so they serve every attachment and are loaded and verified once.
+    _object: aya::Ebpf,
+    programs: loader::Programs,
     endpoints: BpfHashMap<MapData, EndpointKey, EndpointValue>,
     stats: PerCpuArray<MapData, u64>,
-    stack_flows: BpfHashMap<MapData, FlowKey, u8>,
 }
 
 impl Datapath {
     /// Open (or create) the pinned maps under `root`, mounting bpffs first when the
     /// root's filesystem is not one.
-    pub fn open(root: &Path) -> Result<Self> {
+    pub fn open(root: &Path, mode: TranslationMode) -> Result<Self> {
         bpffs::ensure_mounted(root)?;
         let pins = PinLayout::new(root);
         pins.create_dirs()?;
-        let mut ebpf = loader::load(&pins)?;
+        let (mut ebpf, programs) = loader::load(&pins, mode)?;
+        if let TranslationCheck::StackOnly(why) = &programs.translation_check {
+            tracing::warn!(
+                reason = %why,
+                "conntrack cannot be asked on this kernel: pod-bound TCP/UDP takes the host stack"
+            );
+        }
         let endpoints = take_map(&mut ebpf, netkit_common::map_names::ENDPOINTS)?;
         let endpoints = BpfHashMap::try_from(endpoints).map_err(|source| DatapathError::Map {
             name: "NK_ENDPOINTS",
@@ -96,17 +105,10 @@ impl Datapath {
             name: "NK_STATS",
             source,
         })?;
-        let stack_flows = take_map(&mut ebpf, netkit_common::map_names::STACK_FLOWS)?;
-        // An LRU hash map is a hash map to user space.
-        let stack_flows =
-            BpfHashMap::try_from(stack_flows).map_err(|source| DatapathError::Map {
-                name: "NK_STACK_FLOWS",
-                source,
-            })?;
         Ok(Datapath {
             pins,
-            node: ebpf,
-            stack_flows,
+            _object: ebpf,
+            programs,
             endpoints,
             stats,
         })
@@ -116,12 +118,17 @@ impl Datapath {
         &self.pins
     }
 
+    /// How translated flows are kept off the fast path on this node.
+    pub fn translation_check(&self) -> &TranslationCheck {
+        &self.programs.translation_check
+    }
+
     /// Attach the uplink program at tcx ingress of `ifname`, or move an existing pinned
     /// attachment to the newly embedded program (an upgrade) without detaching it.
     pub fn attach_uplink(&mut self, ifname: &str) -> Result<()> {
         let ifindex = ifindex_of(ifname)?;
         let pin = self.pins.uplink_link(ifname);
-        let prog = loader::classifier(&mut self.node, program_names::UPLINK_INGRESS)?;
+        let prog = self.programs.uplink_ingress.as_fd();
         attach_or_update(&pin, prog, ifindex, AttachType::TcxIngress)
     }
 
@@ -165,13 +172,13 @@ impl Datapath {
         })?;
         // One verified instance of each program serves every pod (the programs find the
         // pod from the packet), so a pod start costs two link creations, no load.
-        let ingress = loader::classifier(&mut self.node, program_names::POD_INGRESS)?;
+        let ingress = self.programs.pod_ingress.as_fd();
         attach_or_update(&dir.join("ingress"), ingress, spec.host_ifindex, ingress_at)?;
-        let egress = loader::classifier(&mut self.node, program_names::POD_EGRESS)?;
+        let egress = self.programs.pod_egress.as_fd();
         attach_or_update(&dir.join("egress"), egress, spec.host_ifindex, egress_at)?;
         Ok(vec![
-            format!("{}@{}", program_names::POD_INGRESS, ingress_at.name()),
-            format!("{}@{}", program_names::POD_EGRESS, egress_at.name()),
+            format!("pod_ingress@{}", ingress_at.name()),
+            format!("pod_egress@{}", egress_at.name()),
         ])
     }
 
@@ -181,7 +188,6 @@ impl Datapath {
         for addr in addresses {
             self.unmap(&endpoint_key(addr))?;
         }
-        self.forget_stack_flows(addresses)?;
         let dir = self.pins.endpoint_dir(pin_name);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
@@ -195,37 +201,6 @@ impl Datapath {
     }
 
     /// Addresses in the endpoint map (for reconciliation).
-    /// Drop the remembered stack-bound sockets of `addresses` (a removed pod), so a pod
-    /// that later gets the same address starts with a clean slate.
-    fn forget_stack_flows(&mut self, addresses: &[IpAddr]) -> Result<()> {
-        let owned: Vec<[u8; 16]> = addresses.iter().map(|a| endpoint_key(a).addr).collect();
-        let stale: Vec<FlowKey> = self
-            .stack_flows
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| owned.contains(&k.addr))
-            .collect();
-        for key in stale {
-            match self.stack_flows.remove(&key) {
-                Ok(()) => {}
-                // The LRU may have evicted it meanwhile.
-                Err(e) if is_not_found(&e) => {}
-                Err(source) => {
-                    return Err(DatapathError::Map {
-                        name: "NK_STACK_FLOWS",
-                        source,
-                    });
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Number of remembered stack-bound pod sockets.
-    pub fn stack_flow_count(&self) -> usize {
-        self.stack_flows.keys().filter(|k| k.is_ok()).count()
-    }
-
     pub fn mapped_addresses(&self) -> Vec<EndpointKey> {
         self.endpoints.keys().filter_map(|k| k.ok()).collect()
     }
@@ -276,19 +251,10 @@ fn take_map(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<aya::maps::Map> 
 /// Attach `prog` at `at` on `ifindex`, pinning the link at `pin`. When `pin` already
 /// holds a link (agent restart or upgrade), swap its program with `BPF_LINK_UPDATE`
 /// instead: the hook is never empty.
-fn attach_or_update(
-    pin: &Path,
-    prog: &aya::programs::SchedClassifier,
-    ifindex: u32,
-    at: AttachType,
-) -> Result<()> {
-    let prog_fd = prog.fd().map_err(|source| DatapathError::Program {
-        name: "classifier",
-        source,
-    })?;
+fn attach_or_update(pin: &Path, prog: BorrowedFd<'_>, ifindex: u32, at: AttachType) -> Result<()> {
     if pin.exists() {
         let link = sys::obj_get(pin)?;
-        match sys::link_update(link.as_fd(), prog_fd.as_fd()) {
+        match sys::link_update(link.as_fd(), prog) {
             Ok(()) => return Ok(()),
             // The link outlived its device (defunct): replace the pin with a new link.
             Err(e) => {
@@ -297,7 +263,7 @@ fn attach_or_update(
             }
         }
     }
-    let link = sys::link_create(prog_fd.as_fd(), ifindex, at)?;
+    let link = sys::link_create(prog, ifindex, at)?;
     sys::obj_pin(link.as_fd(), pin)?;
     Ok(())
 }

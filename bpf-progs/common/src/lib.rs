@@ -11,7 +11,6 @@
 pub mod map_names {
     pub const STATS: &str = "NK_STATS";
     pub const ENDPOINTS: &str = "NK_ENDPOINTS";
-    pub const STACK_FLOWS: &str = "NK_STACK_FLOWS";
 }
 
 /// Names of the programs in the object.
@@ -22,6 +21,10 @@ pub mod program_names {
     pub const POD_INGRESS: &str = "nk_pod_ingress";
     /// Node uplink: tcx ingress.
     pub const UPLINK_INGRESS: &str = "nk_uplink_ingress";
+    /// The twins of the two above for kernels where conntrack cannot be asked: every
+    /// pod-bound packet they cannot vouch for goes through the host stack.
+    pub const POD_EGRESS_NOCT: &str = "nk_pod_egress_noct";
+    pub const UPLINK_INGRESS_NOCT: &str = "nk_uplink_ingress_noct";
 }
 
 /// One per-CPU counter per datapath decision. The discriminant is the index into
@@ -48,9 +51,13 @@ pub enum Stat {
     /// only stack-routed (redirect_peer skips the host veth).
     PodIngress = 7,
     /// A packet for a local pod handed to the host stack instead of the fast path because
-    /// it answers a flow the pod opened through the stack (a Service DNAT, say): only the
-    /// stack can undo that translation.
-    PassStackFlow = 8,
+    /// conntrack says the stack translated its flow (a Service DNAT, a NodePort,
+    /// masquerade): only the stack can undo that translation.
+    PassTranslated = 8,
+    /// A packet for a local pod handed to the host stack because whether its flow was
+    /// translated cannot be checked: no conntrack lookup on this kernel, or a packet the
+    /// lookup cannot describe (fragments, SCTP, ICMP errors, IPv6 extension headers).
+    PassUnverified = 9,
 }
 
 impl Stat {
@@ -64,7 +71,8 @@ impl Stat {
         Stat::DropSpoof,
         Stat::DropPolicy,
         Stat::PodIngress,
-        Stat::PassStackFlow,
+        Stat::PassTranslated,
+        Stat::PassUnverified,
     ];
 
     /// The name operators and tests see (`netkit-agent stats`, metrics labels).
@@ -78,7 +86,8 @@ impl Stat {
             Stat::DropSpoof => "drop_spoof",
             Stat::DropPolicy => "drop_policy",
             Stat::PodIngress => "pod_ingress",
-            Stat::PassStackFlow => "pass_stack_flow",
+            Stat::PassTranslated => "pass_translated",
+            Stat::PassUnverified => "pass_unverified",
         }
     }
 
@@ -88,7 +97,7 @@ impl Stat {
 }
 
 /// Number of entries in `NK_STATS`.
-pub const STAT_COUNT: u32 = 9;
+pub const STAT_COUNT: u32 = 10;
 
 /// Maximum number of addresses (endpoints × families) on one node.
 pub const MAX_ENDPOINT_ADDRS: u32 = 65_536;
@@ -118,6 +127,14 @@ impl EndpointKey {
     pub const fn from_v6(octets: [u8; 16]) -> Self {
         EndpointKey { addr: octets }
     }
+
+    /// The IPv4 address, when the key is IPv4-mapped.
+    #[inline(always)]
+    pub fn v4(&self) -> Option<[u8; 4]> {
+        let a = &self.addr;
+        let mapped = a[..10].iter().all(|b| *b == 0) && a[10] == 0xff && a[11] == 0xff;
+        mapped.then_some([a[12], a[13], a[14], a[15]])
+    }
 }
 
 /// The endpoint is wired with a netkit pair (`ifindex` is the primary).
@@ -141,25 +158,6 @@ pub struct EndpointValue {
 // 4 + 4 + 6 + 6: no padding, the struct's 4-byte alignment is already met.
 const _: () = assert!(core::mem::size_of::<EndpointValue>() == 20);
 
-/// Flows opened through the host stack the map remembers at most (LRU: the oldest go).
-pub const MAX_STACK_FLOWS: u32 = 65_536;
-
-/// Key of `NK_STACK_FLOWS`: a local pod's socket (address, port, protocol) that sent
-/// something to the host stack. Replies to it must come back through the stack too.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FlowKey {
-    /// The pod's address, IPv4-mapped like `EndpointKey`.
-    pub addr: [u8; 16],
-    /// The pod's port, network byte order.
-    pub port: [u8; 2],
-    /// IPPROTO_TCP, _UDP or _SCTP.
-    pub proto: u8,
-    /// Explicit padding, always 0 (hash keys are compared bytewise).
-    pub pad: u8,
-}
-const _: () = assert!(core::mem::size_of::<FlowKey>() == 20);
-
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain-old-data, `#[repr(C)]`, no padding (sizes asserted above), every bit
@@ -167,8 +165,6 @@ mod user {
     unsafe impl aya::Pod for super::EndpointKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::EndpointValue {}
-    // SAFETY: as above (the padding byte is an explicit field).
-    unsafe impl aya::Pod for super::FlowKey {}
 }
 
 #[cfg(test)]
@@ -187,5 +183,7 @@ mod tests {
         let k = EndpointKey::from_v4([10, 1, 2, 3]);
         assert_eq!(&k.addr[..12], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]);
         assert_eq!(&k.addr[12..], &[10, 1, 2, 3]);
+        assert_eq!(k.v4(), Some([10, 1, 2, 3]));
+        assert_eq!(EndpointKey::from_v6([0xfd; 16]).v4(), None);
     }
 }

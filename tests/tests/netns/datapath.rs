@@ -104,25 +104,6 @@ fn tcp_echo(from: &Pod, to: &Pod, listen: SocketAddr, connect: SocketAddr) -> bo
     echoed == Some(*b"hello")
 }
 
-/// A TCP exchange from a pod to a server on the node (through the host stack).
-fn tcp_round_trip_to_node(node: &Node, from: &Pod) {
-    let listen = socket_addr(netkit_tests::pods::NODE_IP, free_port());
-    let listener = node
-        .ns
-        .run(move || TcpListener::bind(listen).expect("bind on the node"));
-    let server = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().expect("accept");
-        let mut buf = [0u8; 5];
-        conn.read_exact(&mut buf).expect("read");
-    });
-    from.ns.run(move || {
-        let mut conn = TcpStream::connect_timeout(&listen, Duration::from_secs(5))
-            .expect("connect to the node");
-        conn.write_all(b"hello").unwrap();
-    });
-    server.join().unwrap();
-}
-
 fn tcp_round_trip(from: &Pod, to: &Pod, to_ip: &str) {
     let port = free_port();
     let addr = socket_addr(to_ip, port);
@@ -136,27 +117,34 @@ fn free_port() -> u16 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Can this machine do NAT with iptables (the VM image carries neither the tool nor the
-/// netfilter modules)? Says why not when it cannot.
-fn iptables_nat(ns: &Netns) -> bool {
-    match ns
-        .command("iptables")
-        .args(["-t", "nat", "-L", "-n"])
-        .output()
-    {
-        Ok(out) if out.status.success() => true,
-        Ok(out) => {
-            println!(
-                "skip: iptables NAT unusable here: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            false
-        }
-        Err(e) => {
-            println!("skip: no iptables here ({e}); apt-get install iptables");
-            false
-        }
-    }
+/// Translate `vip:port` to `backend` in the node's prerouting, as kube-proxy's nftables
+/// mode does (a DNAT, no masquerade). nftables rather than iptables so the host and the
+/// VM (which has `nft` and the nf_tables modules, not the iptables extensions) run the
+/// same rule. Panics when NAT cannot be set up: the tests that need it are not optional.
+fn dnat(node: &Node, vip: &str, port: u16, backend: SocketAddr) {
+    let script = format!(
+        "add table ip nk_test\n\
+         add chain ip nk_test prerouting {{ type nat hook prerouting priority dstnat; }}\n\
+         add rule ip nk_test prerouting ip daddr {vip} tcp dport {port} dnat to {backend}\n"
+    );
+    let mut child = node
+        .ns
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft (apt-get install nftables; in the VM, hack/vm/initramfs.sh carries it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "nft DNAT {vip}:{port} -> {backend} failed"
+    );
 }
 
 #[test]
@@ -256,14 +244,6 @@ fn del_leaves_no_link_no_address_no_endpoint_no_pin() {
         1,
         "endpoint not pinned"
     );
-    // A flow through the host stack leaves a remembered socket that DEL must clear.
-    tcp_round_trip_to_node(&s.node, &a);
-    let status = s.node.agent().cli(&["status", "--json"]);
-    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert!(
-        status["stack_flows"].as_u64().unwrap() > 0,
-        "no stack flow remembered: {status}"
-    );
     s.node.del(&a.container, "eth0", Some(a.ns.path()), &s.conf);
     assert!(s.node.plugin_links().is_empty(), "host link left behind");
     assert!(s.node.endpoints().is_empty(), "agent endpoint left behind");
@@ -277,10 +257,6 @@ fn del_leaves_no_link_no_address_no_endpoint_no_pin() {
     assert_eq!(
         status["mapped_addresses"], 0,
         "endpoint map entries left behind: {status}"
-    );
-    assert_eq!(
-        status["stack_flows"], 0,
-        "stack flows of the deleted pod left behind: {status}"
     );
     assert_eq!(
         a.links(),
@@ -337,52 +313,233 @@ fn pods_keep_their_fast_path_while_the_agent_restarts() {
     );
 }
 
+/// The counters that mean "handed to the stack because of translation (or doubt)".
+fn stack_passes(node: &Node) -> u64 {
+    let agent = node.agent();
+    agent.counter("pass_translated") + agent.counter("pass_unverified")
+}
+
+fn fast_path(node: &Node) -> u64 {
+    let agent = node.agent();
+    agent.counter("redirect_peer") + agent.counter("redirect")
+}
+
 #[test]
 fn replies_from_a_service_backend_go_back_through_the_stack() {
     let s = site("dpsv");
-    if !iptables_nat(&s.node.ns) {
-        return;
-    }
     let (a, b) = (Pod::new("dpsva"), Pod::new("dpsvb"));
     s.node.add(&a, &s.conf);
     let rb = s.node.add(&b, &s.conf);
     let b_ip = pod_ip(&rb, false);
-    // A ClusterIP as kube-proxy programs one: DNAT in the node's PREROUTING.
-    let service = socket_addr("10.96.0.10", 80);
-    let backend = socket_addr(&b_ip, 8080);
-    let out = s
-        .node
-        .ns
-        .command("iptables")
-        .args([
-            "-t",
-            "nat",
-            "-A",
-            "PREROUTING",
-            "-d",
-            "10.96.0.10",
-            "-p",
-            "tcp",
-            "--dport",
-            "80",
-        ])
-        .args(["-j", "DNAT", "--to-destination", &backend.to_string()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "iptables DNAT: {out:?}");
+    // A ClusterIP, and a NodePort on the node's wire address, as kube-proxy programs
+    // them: DNAT in the node's PREROUTING, no masquerade.
+    dnat(&s.node, "10.96.0.10", 80, socket_addr(&b_ip, 8080));
+    dnat(&s.node, "198.18.0.1", 30080, socket_addr(&b_ip, 8081));
     let agent = s.node.agent();
-    let before = agent.counter("pass_stack_flow");
-    // B's replies are for a local pod, but only the stack can turn B:8080 back into the
-    // service address A connected to: short-cutting them would break the connection.
+    for (service, backend) in [
+        (socket_addr("10.96.0.10", 80), socket_addr(&b_ip, 8080)),
+        (socket_addr("198.18.0.1", 30080), socket_addr(&b_ip, 8081)),
+    ] {
+        let before = agent.counter("pass_translated");
+        // B's replies are for a local pod, but only the stack can turn B's address back
+        // into the one A connected to: short-cutting them would break the connection.
+        assert!(
+            tcp_echo(&a, &b, backend, service),
+            "a connection through {service} failed; counters: {:?}",
+            agent.stats()
+        );
+        assert!(
+            agent.counter("pass_translated") > before,
+            "replies through {service} were not handed to the stack: {:?}",
+            agent.stats()
+        );
+    }
+    // Direct pod-to-pod traffic, even to the very port behind the Service, keeps the
+    // fast path both ways: conntrack never saw it.
+    let before = (fast_path(&s.node), stack_passes(&s.node));
+    assert!(tcp_echo(
+        &a,
+        &b,
+        socket_addr(&b_ip, 8080),
+        socket_addr(&b_ip, 8080)
+    ));
+    let after = (fast_path(&s.node), stack_passes(&s.node));
     assert!(
-        tcp_echo(&a, &b, backend, service),
-        "a connection through the service failed; counters: {:?}",
+        after.0 >= before.0 + 6,
+        "direct TCP left the fast path: {before:?} -> {after:?}"
+    );
+    assert_eq!(
+        after.1,
+        before.1,
+        "direct TCP was handed to the stack: {:?}",
         agent.stats()
     );
-    assert!(
-        agent.counter("pass_stack_flow") > before,
-        "replies were not handed to the stack"
+}
+
+/// Defect 1 of the reliability issue: one connection from the node to a pod's server
+/// port (a kubelet probe) must not push later pod-to-pod traffic to that port onto the
+/// stack.
+#[test]
+fn a_probed_server_port_keeps_the_fast_path() {
+    let s = site("dppr");
+    let (a, b) = (Pod::new("dppra"), Pod::new("dpprb"));
+    s.node.add(&a, &s.conf);
+    let rb = s.node.add(&b, &s.conf);
+    // Both kernels this runs on can be asked: the host's conntrack is built in, the VM's
+    // a module (its kfuncs bound through module BTF).
+    let status = s.node.agent().cli(&["status", "--json"]);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["translation_check"], "conntrack", "{status}");
+    let server = socket_addr(&pod_ip(&rb, false), 8080);
+    let listener =
+        b.ns.run(move || TcpListener::bind(server).expect("bind in pod"));
+    const ROUNDS: usize = 200;
+    let echo = std::thread::spawn(move || {
+        // The probe: accepted, one byte read, closed.
+        let (mut probe, _) = listener.accept().expect("accept the probe");
+        let mut byte = [0u8; 1];
+        probe.read_exact(&mut byte).expect("probe byte");
+        drop(probe);
+        let (mut conn, _) = listener.accept().expect("accept pod A");
+        let mut buf = [0u8; 8];
+        for _ in 0..ROUNDS {
+            conn.read_exact(&mut buf).expect("request");
+            conn.write_all(&buf).expect("response");
+        }
+    });
+    s.node.ns.run(move || {
+        let mut probe = TcpStream::connect_timeout(&server, Duration::from_secs(5)).expect("probe");
+        probe.write_all(b"p").expect("probe write");
+    });
+    let agent = s.node.agent();
+    let before = (fast_path(&s.node), stack_passes(&s.node));
+    a.ns.run(move || {
+        let mut conn =
+            TcpStream::connect_timeout(&server, Duration::from_secs(5)).expect("connect");
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 8];
+        for i in 0..ROUNDS {
+            conn.write_all(&(i as u64).to_be_bytes()).expect("request");
+            conn.read_exact(&mut buf).expect("response");
+            assert_eq!(buf, (i as u64).to_be_bytes());
+        }
+    });
+    echo.join().unwrap();
+    let after = (fast_path(&s.node), stack_passes(&s.node));
+    println!(
+        "probed port: fast path {} packets, stack {} packets",
+        after.0 - before.0,
+        after.1 - before.1
     );
-    // Direct pod-to-pod traffic still takes the fast path.
+    assert!(
+        after.0 >= before.0 + 2 * ROUNDS as u64,
+        "request/response rounds left the fast path: {before:?} -> {after:?}; {:?}",
+        agent.stats()
+    );
+    assert_eq!(
+        after.1,
+        before.1,
+        "pod-to-pod packets were handed to the stack: {:?}",
+        agent.stats()
+    );
+}
+
+/// Defect 2 of the reliability issue: an idle connection through a Service must survive
+/// any number of unrelated flows; the decision cannot be evicted.
+#[test]
+fn an_idle_service_connection_survives_flow_churn() {
+    let s = site("dpch");
+    let (a, b) = (Pod::new("dpcha"), Pod::new("dpchb"));
+    s.node.add(&a, &s.conf);
+    let rb = s.node.add(&b, &s.conf);
+    let backend = socket_addr(&pod_ip(&rb, false), 8080);
+    dnat(&s.node, "10.96.0.20", 80, backend);
+    let service = socket_addr("10.96.0.20", 80);
+    let listener =
+        b.ns.run(move || TcpListener::bind(backend).expect("bind in pod"));
+    let (pushed_tx, pushed_rx) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        let mut buf = [0u8; 5];
+        conn.read_exact(&mut buf).expect("hello");
+        conn.write_all(&buf).expect("echo");
+        // Idle until the churn is over, then push.
+        pushed_rx.recv().expect("go");
+        conn.write_all(b"pushed").expect("push");
+    });
+    let mut conn = a.ns.run(move || {
+        let mut conn =
+            TcpStream::connect_timeout(&service, Duration::from_secs(5)).expect("connect");
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        conn.write_all(b"hello").unwrap();
+        let mut buf = [0u8; 5];
+        conn.read_exact(&mut buf).expect("echo through the service");
+        conn
+    });
+    // The churn: FLOWS distinct UDP flows of three packets each from pod A to an address
+    // outside the node, each a conntrack entry of its own on the node.
+    const FLOWS: u16 = 20_000;
+    a.ns.run(move || {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").expect("udp socket");
+        for port in 0..FLOWS {
+            let to = socket_addr("198.18.0.2", 10_000 + port);
+            for _ in 0..3 {
+                // The far end has no listener; what matters is the flow passing the node.
+                let _ = sock.send_to(b"x", to);
+            }
+        }
+    });
+    let before = s.node.agent().counter("pass_translated");
+    pushed_tx.send(()).unwrap();
+    let mut buf = [0u8; 6];
+    conn.read_exact(&mut buf)
+        .expect("the pushed data never arrived");
+    assert_eq!(&buf, b"pushed");
+    server.join().unwrap();
+    assert!(
+        s.node.agent().counter("pass_translated") > before,
+        "the push was not handed to the stack: {:?}",
+        s.node.agent().stats()
+    );
+}
+
+/// Where conntrack cannot be asked (`--translation-check stack-only`, as on a kernel
+/// without the kfuncs), everything still works: pod-bound TCP/UDP takes the stack and is
+/// counted as unverified; ICMP keeps the fast path.
+#[test]
+fn without_conntrack_pod_traffic_is_correct_through_the_stack() {
+    let mut s = site("dpnc");
+    s.node
+        .agent_args
+        .extend(["--translation-check".into(), "stack-only".into()]);
+    s.node.restart_agent();
+    let status = s.node.agent().cli(&["status", "--json"]);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(
+        status["translation_check"]
+            .as_str()
+            .unwrap()
+            .starts_with("stack-only"),
+        "{status}"
+    );
+    let (a, b) = (Pod::new("dpnca"), Pod::new("dpncb"));
+    s.node.add(&a, &s.conf);
+    let rb = s.node.add(&b, &s.conf);
+    let b_ip = pod_ip(&rb, false);
+    let before = (fast_path(&s.node), stack_passes(&s.node));
     tcp_round_trip(&a, &b, &b_ip);
+    let after = (fast_path(&s.node), stack_passes(&s.node));
+    assert!(
+        after.1 >= before.1 + 6,
+        "TCP did not take the stack: {before:?} -> {after:?}"
+    );
+    assert!(a.ns.ping(&b_ip), "no ping");
+    assert!(fast_path(&s.node) > after.0, "ICMP left the fast path");
+    dnat(&s.node, "10.96.0.30", 80, socket_addr(&b_ip, 8080));
+    assert!(tcp_echo(
+        &a,
+        &b,
+        socket_addr(&b_ip, 8080),
+        socket_addr("10.96.0.30", 80)
+    ));
 }
