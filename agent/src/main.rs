@@ -2,6 +2,7 @@
 
 mod cli;
 mod datapath;
+mod endpoint_name;
 mod ipam;
 mod metrics;
 mod registry;

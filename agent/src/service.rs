@@ -295,10 +295,9 @@ impl Agent {
     }
 }
 
-/// The pin directory of an endpoint: container ids and interface names are restricted
-/// to characters that are safe in a file name (see `validate_id`).
+/// The pin directory of an endpoint (distinct for distinct ids; see `endpoint_name`).
 fn pin_name(id: &EndpointId) -> String {
-    format!("{}_{}", id.container_id, id.ifname)
+    crate::endpoint_name::of(id)
 }
 
 fn validate_id(id: &EndpointId) -> ApiResult<()> {

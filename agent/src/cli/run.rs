@@ -12,7 +12,7 @@ use super::RunArgs;
 use crate::datapath::Datapath;
 use crate::registry::Registry;
 use crate::service::Agent;
-use crate::{metrics, server};
+use crate::{endpoint_name, metrics, server};
 
 /// How often vanished links are noticed without a DEL (a pod netns destroyed under us).
 const RECONCILE_EVERY: Duration = Duration::from_secs(30);
@@ -41,6 +41,10 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!(uplink, "uplink program attached");
     }
     let registry = Registry::load(&args.state_dir)?;
+    endpoint_name::adopt_legacy_pins(
+        &datapath.pins().endpoints_dir(),
+        registry.all().map(|e| &e.id),
+    );
     let mut agent = Agent::new(datapath, registry, args.pod_cidrs.clone(), uplink);
     agent.reconcile(true);
     let agent = Arc::new(Mutex::new(agent));

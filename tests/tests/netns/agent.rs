@@ -1,8 +1,14 @@
-//! The agent's datapath on the host kernel: its uplink program runs (counters move when
-//! packets cross a veth) and survives an agent restart without losing a packet.
+//! The agent on the host kernel: its uplink program runs (counters move when packets
+//! cross a veth) and survives an agent restart without losing a packet; endpoints keep
+//! pins of their own.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt as _;
 
 use netkit_tests::agent::{Agent, AgentDirs};
 use netkit_tests::netns::{Netns, unique_ifname, veth_pair};
+use netkit_tests::pods::{NODE_IP, Node, Pod};
+use serde_json::json;
 
 /// Two namespaces on a veth: `node` runs the agent with the veth as its uplink, `peer`
 /// sends to it.
@@ -128,4 +134,86 @@ fn metrics_and_health_are_served_on_the_metrics_address() {
     assert!(get("/readyz").starts_with("HTTP/1.1 200"));
     assert!(get("/healthz").starts_with("HTTP/1.1 200"));
     assert!(get("/nope").starts_with("HTTP/1.1 404"));
+}
+
+/// The endpoint pin directories under the node agent's bpffs root.
+fn endpoint_pin_dirs(node: &Node) -> BTreeSet<String> {
+    std::fs::read_dir(node.dirs.bpffs.path().join("endpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect()
+}
+
+/// A pod whose attachment is `container` + `ifname`.
+fn pod_with_id(tag: &str, container: String, ifname: &'static str) -> Pod {
+    Pod {
+        ns: Netns::new(tag),
+        container,
+        ifname,
+    }
+}
+
+#[test]
+fn endpoint_ids_that_used_to_share_pins_stay_apart() {
+    let node = Node::new("agid");
+    let conf = node.conf(json!({}));
+    // `<x>_b` + `c` and `<x>` + `b_c`: one pin directory under the old `_` join. The
+    // node namespace's name makes `<x>` unique to this run.
+    let x = node
+        .ns
+        .name()
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "");
+    let one = pod_with_id("agid1", format!("{x}_b"), "c");
+    let two = pod_with_id("agid2", x.clone(), "b_c");
+    node.add(&one, &conf);
+    node.add(&two, &conf);
+    assert_eq!(
+        endpoint_pin_dirs(&node),
+        BTreeSet::from([
+            format!("{}:c", one.container),
+            format!("{}:b_c", two.container)
+        ]),
+    );
+    assert!(one.ns.ping(NODE_IP) && two.ns.ping(NODE_IP));
+
+    node.del(&two.container, two.ifname, Some(two.ns.path()), &conf);
+    assert_eq!(
+        endpoint_pin_dirs(&node),
+        BTreeSet::from([format!("{}:c", one.container)]),
+        "deleting one endpoint touched the other's pins"
+    );
+    assert!(
+        one.ns.ping(NODE_IP),
+        "the remaining endpoint lost its datapath"
+    );
+    assert_eq!(node.agent().endpoints().len(), 1);
+    node.del(&one.container, one.ifname, Some(one.ns.path()), &conf);
+    assert!(endpoint_pin_dirs(&node).is_empty());
+}
+
+#[test]
+fn pins_named_by_an_older_agent_are_adopted_without_a_new_attach() {
+    let mut node = Node::new("agld");
+    let conf = node.conf(json!({}));
+    let pod = Pod::new("agldp");
+    node.add(&pod, &conf);
+    node.stop_agent();
+
+    // What an agent before the injective names left behind: `<container>_<ifname>`.
+    let endpoints = node.dirs.bpffs.path().join("endpoints");
+    let current = endpoints.join(format!("{}:eth0", pod.container));
+    let legacy = endpoints.join(format!("{}_eth0", pod.container));
+    std::fs::rename(&current, &legacy).unwrap();
+    let pinned_link = std::fs::metadata(legacy.join("egress")).unwrap().ino();
+
+    node.restart_agent();
+    assert!(!legacy.exists(), "the legacy directory is still there");
+    assert_eq!(
+        std::fs::metadata(current.join("egress")).unwrap().ino(),
+        pinned_link,
+        "the pinned link was replaced instead of adopted"
+    );
+    assert!(pod.ns.ping(NODE_IP), "no traffic after the adoption");
+    node.del(&pod.container, "eth0", None, &conf);
+    assert!(endpoint_pin_dirs(&node).is_empty());
 }
