@@ -5,7 +5,6 @@
 //!   another local pod, hands everything else to the host stack — including packets of
 //!   flows the stack translated (Service DNAT, NodePort, masquerade), which only the
 //!   stack can un-translate.
-//! - `nk_pod_ingress`: what enters a pod through its host-side hook. Counts it and passes.
 //! - `nk_uplink_ingress`: what arrives from the wire. Traffic for a local pod goes
 //!   straight into the pod with `bpf_redirect_peer`, skipping the host stack, unless its
 //!   flow was translated.
@@ -154,12 +153,6 @@ fn pod_egress_ip<const CONNTRACK: bool>(ctx: &TcContext, addrs: &Addresses) -> i
     // A destination wired in the other mode (only during a migration): let the
     // stack route it.
     count(Stat::Pass);
-    TC_ACT_OK
-}
-
-#[classifier]
-pub fn nk_pod_ingress(_ctx: TcContext) -> i32 {
-    count(Stat::PodIngress);
     TC_ACT_OK
 }
 

@@ -112,7 +112,7 @@ impl AgentApi for FakeAgent {
                     host_mac: add.host_mac.clone(),
                     builtin_ipam: add.ips.is_empty(),
                     ips,
-                    programs: vec!["pod_egress".into(), "pod_ingress".into()],
+                    programs: vec!["pod_egress@netkit_peer".into()],
                 };
                 s.endpoints.insert(add.id.clone(), endpoint.clone());
                 if std::mem::take(&mut s.lose_add_reply) {

@@ -248,6 +248,13 @@ impl<'a> Elf<'a> {
         if elf.shentsize < 64 {
             return Err(KfuncError::Elf("section header entries too small"));
         }
+        let table_end = elf
+            .shentsize
+            .checked_mul(elf.section_count)
+            .and_then(|size| size.checked_add(elf.shoff));
+        if table_end.is_none_or(|end| end > data.len()) {
+            return Err(KfuncError::Elf("section header table outside the file"));
+        }
         Ok(elf)
     }
 

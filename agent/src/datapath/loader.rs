@@ -58,7 +58,6 @@ impl std::fmt::Display for TranslationCheck {
 /// The loaded programs, one fd per role.
 pub struct Programs {
     pub pod_egress: OwnedFd,
-    pub pod_ingress: OwnedFd,
     pub uplink_ingress: OwnedFd,
     pub translation_check: TranslationCheck,
 }
@@ -104,7 +103,6 @@ pub fn load(pins: &PinLayout, mode: TranslationMode) -> Result<(aya::Ebpf, Progr
     let mut ebpf = aya::EbpfLoader::new()
         .default_map_pin_directory(pins.maps_dir())
         .load(object.bytes())?;
-    let pod_ingress = classifier_fd(&mut ebpf, program_names::POD_INGRESS)?;
     let conntrack = bindings.map_err(|e| e.to_string()).and_then(|bindings| {
         Ok((
             load_with_kfuncs(&object, pins, program_names::POD_EGRESS, &bindings)?,
@@ -123,7 +121,6 @@ pub fn load(pins: &PinLayout, mode: TranslationMode) -> Result<(aya::Ebpf, Progr
         ebpf,
         Programs {
             pod_egress,
-            pod_ingress,
             uplink_ingress,
             translation_check,
         },

@@ -132,21 +132,17 @@ impl Datapath {
         attach_or_update(&pin, prog, ifindex, AttachType::TcxIngress)
     }
 
-    /// Attach the pod programs for an endpoint (replacing the programs of existing pinned
-    /// links atomically) and write its addresses into the endpoint map. Returns the names
-    /// of the attachments.
+    /// Attach the pod's egress program for an endpoint (replacing the program of an
+    /// existing pinned link atomically) and write its addresses into the endpoint map.
+    /// Returns the name of the attachment.
+    ///
+    /// One attach per pod: each costs an RCU grace period under the rtnl lock, the floor
+    /// of a pod start. Traffic into the pod needs no program of its own — the fast path
+    /// redirects into it and the stack routes to it — so the ingress hook stays empty.
     pub fn program_endpoint(&mut self, spec: &EndpointSpec<'_>) -> Result<Vec<String>> {
-        let (flags, egress_at, ingress_at) = match spec.mode {
-            LinkMode::Netkit => (
-                ENDPOINT_F_NETKIT,
-                AttachType::NetkitPeer,
-                AttachType::NetkitPrimary,
-            ),
-            LinkMode::Veth => (
-                ENDPOINT_F_VETH,
-                AttachType::TcxIngress,
-                AttachType::TcxEgress,
-            ),
+        let (flags, egress_at) = match spec.mode {
+            LinkMode::Netkit => (ENDPOINT_F_NETKIT, AttachType::NetkitPeer),
+            LinkMode::Veth => (ENDPOINT_F_VETH, AttachType::TcxIngress),
         };
         let value = EndpointValue {
             ifindex: spec.host_ifindex,
@@ -170,16 +166,17 @@ impl Datapath {
             path: dir.clone(),
             source,
         })?;
-        // One verified instance of each program serves every pod (the programs find the
-        // pod from the packet), so a pod start costs two link creations, no load.
-        let ingress = self.programs.pod_ingress.as_fd();
-        attach_or_update(&dir.join("ingress"), ingress, spec.host_ifindex, ingress_at)?;
+        // Agents before the single-attach datapath also pinned a counting ingress
+        // program; an upgrade lets it go.
+        remove_pin(&dir.join(pins::LEGACY_INGRESS))?;
         let egress = self.programs.pod_egress.as_fd();
-        attach_or_update(&dir.join("egress"), egress, spec.host_ifindex, egress_at)?;
-        Ok(vec![
-            format!("pod_ingress@{}", ingress_at.name()),
-            format!("pod_egress@{}", egress_at.name()),
-        ])
+        attach_or_update(
+            &dir.join(pins::EGRESS),
+            egress,
+            spec.host_ifindex,
+            egress_at,
+        )?;
+        Ok(vec![format!("pod_egress@{}", egress_at.name())])
     }
 
     /// Detach an endpoint's programs (by removing their pins) and forget its addresses.

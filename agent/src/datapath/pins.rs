@@ -4,12 +4,17 @@
 //! ```text
 //! <root>/maps/NK_STATS, NK_ENDPOINTS      shared maps (pinned by name)
 //! <root>/uplink/<ifname>                  tcx ingress link on the uplink
-//! <root>/endpoints/<name>/{ingress,egress} the pod links of one endpoint
+//! <root>/endpoints/<name>/egress          the pod egress link of one endpoint
 //! ```
 
 use std::path::{Path, PathBuf};
 
 use super::{DatapathError, Result};
+
+/// The pin of an endpoint's egress link, in its directory.
+pub const EGRESS: &str = "egress";
+/// The pin of the ingress link agents before the single-attach datapath made.
+pub const LEGACY_INGRESS: &str = "ingress";
 
 #[derive(Debug, Clone)]
 pub struct PinLayout {

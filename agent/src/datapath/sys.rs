@@ -23,8 +23,6 @@ const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 #[repr(u32)]
 pub enum AttachType {
     TcxIngress = 46,
-    TcxEgress = 47,
-    NetkitPrimary = 54,
     NetkitPeer = 55,
 }
 
@@ -32,8 +30,6 @@ impl AttachType {
     pub fn name(self) -> &'static str {
         match self {
             AttachType::TcxIngress => "tcx_ingress",
-            AttachType::TcxEgress => "tcx_egress",
-            AttachType::NetkitPrimary => "netkit_primary",
             AttachType::NetkitPeer => "netkit_peer",
         }
     }

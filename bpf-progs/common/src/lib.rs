@@ -17,8 +17,6 @@ pub mod map_names {
 pub mod program_names {
     /// Pod egress: netkit `BPF_NETKIT_PEER`, or tcx ingress of the host-side veth.
     pub const POD_EGRESS: &str = "nk_pod_egress";
-    /// Pod ingress: netkit `BPF_NETKIT_PRIMARY`, or tcx egress of the host-side veth.
-    pub const POD_INGRESS: &str = "nk_pod_ingress";
     /// Node uplink: tcx ingress.
     pub const UPLINK_INGRESS: &str = "nk_uplink_ingress";
     /// The twins of the two above for kernels where conntrack cannot be asked: every
@@ -46,18 +44,14 @@ pub enum Stat {
     DropSpoof = 5,
     /// Dropped by policy (for example non-IP from an L3 pod).
     DropPolicy = 6,
-    /// A packet ran a pod's ingress hook (netkit primary / host veth tcx egress): in
-    /// netkit mode both stack-routed and fast-path traffic into the pod, in veth mode
-    /// only stack-routed (redirect_peer skips the host veth).
-    PodIngress = 7,
     /// A packet for a local pod handed to the host stack instead of the fast path because
     /// conntrack says the stack translated its flow (a Service DNAT, a NodePort,
     /// masquerade): only the stack can undo that translation.
-    PassTranslated = 8,
+    PassTranslated = 7,
     /// A packet for a local pod handed to the host stack because whether its flow was
     /// translated cannot be checked: no conntrack lookup on this kernel, or a packet the
     /// lookup cannot describe (fragments, SCTP, ICMP errors, IPv6 extension headers).
-    PassUnverified = 9,
+    PassUnverified = 8,
 }
 
 impl Stat {
@@ -70,7 +64,6 @@ impl Stat {
         Stat::Pass,
         Stat::DropSpoof,
         Stat::DropPolicy,
-        Stat::PodIngress,
         Stat::PassTranslated,
         Stat::PassUnverified,
     ];
@@ -85,7 +78,6 @@ impl Stat {
             Stat::Pass => "pass",
             Stat::DropSpoof => "drop_spoof",
             Stat::DropPolicy => "drop_policy",
-            Stat::PodIngress => "pod_ingress",
             Stat::PassTranslated => "pass_translated",
             Stat::PassUnverified => "pass_unverified",
         }
@@ -97,7 +89,7 @@ impl Stat {
 }
 
 /// Number of entries in `NK_STATS`.
-pub const STAT_COUNT: u32 = 10;
+pub const STAT_COUNT: u32 = 9;
 
 /// Maximum number of addresses (endpoints × families) on one node.
 pub const MAX_ENDPOINT_ADDRS: u32 = 65_536;

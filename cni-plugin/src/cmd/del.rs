@@ -1,7 +1,15 @@
 //! DEL: idempotent, from `CNI_CONTAINERID` + `CNI_IFNAME` alone (no netns, no
-//! `prevResult` needed): the agent endpoint (queued when the agent is away), the
-//! host link found by its derived name (the pod end goes with it), the delegated IPAM
+//! `prevResult` needed): the host link found by its derived name (the pod end goes
+//! with it), the agent endpoint (queued when the agent is away), the delegated IPAM
 //! release. Every part is attempted; the first failure is reported with the others.
+//!
+//! The link goes first. Deleting the device detaches its BPF links as part of the
+//! device's own teardown, leaving the agent's pinned links defunct, and releasing a
+//! defunct link costs nothing. The other order — the agent releasing live links, then the
+//! device going — pays an RCU grace period per link under the rtnl lock, which the next
+//! netlink request of every CNI invocation on the node then waits for. Until the agent
+//! has removed the endpoint its addresses stay allocated, so none is handed out while
+//! anything still refers to it.
 
 use netkit_api::EndpointId;
 
@@ -16,17 +24,6 @@ pub fn del(ctx: &mut Ctx<'_>) -> Result<(), Error> {
     let id = ctx.endpoint_id();
     let mut errors: Vec<Error> = Vec::new();
 
-    match agent::del_endpoint(ctx.agent, &id) {
-        Ok(()) => {}
-        Err(e) if e.is_unavailable() => {
-            tracing::warn!(error = %e, "agent unavailable; queueing the endpoint deletion");
-            if let Err(q) = ctx.queue.enqueue(&id) {
-                errors.push(q.into());
-            }
-        }
-        Err(e) => errors.push(e.into()),
-    }
-
     let host_name = connector::host_ifname(&id);
     match ctx.kernel.link_by_name(Ns::Host, &host_name) {
         Ok(Some(link)) if ours(&link, &id) => match ctx.kernel.delete_link(Ns::Host, link.index) {
@@ -37,6 +34,17 @@ pub fn del(ctx: &mut Ctx<'_>) -> Result<(), Error> {
             tracing::warn!(link = %host_name, alias = ?link.alias, "the link by our name belongs to another attachment; left alone")
         }
         Ok(None) => {}
+        Err(e) => errors.push(e.into()),
+    }
+
+    match agent::del_endpoint(ctx.agent, &id) {
+        Ok(()) => {}
+        Err(e) if e.is_unavailable() => {
+            tracing::warn!(error = %e, "agent unavailable; queueing the endpoint deletion");
+            if let Err(q) = ctx.queue.enqueue(&id) {
+                errors.push(q.into());
+            }
+        }
         Err(e) => errors.push(e.into()),
     }
 

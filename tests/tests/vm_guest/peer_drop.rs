@@ -132,8 +132,4 @@ fn a_pod_cannot_send_until_the_agent_has_attached_its_programs() {
         node.agent().counter("pass") > passed_before,
         "pod egress program did not run"
     );
-    assert!(
-        node.agent().counter("pod_ingress") > 0,
-        "pod ingress program did not see the reply"
-    );
 }
