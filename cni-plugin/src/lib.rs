@@ -8,13 +8,15 @@
 //! - [`netlink`]: the kernel seam (trait, rtnetlink implementation, netns handling);
 //! - [`agent`] and [`delqueue`]: the hand-off to the agent, and DELs queued while it is away;
 //! - [`ipam`]: built-in (agent) and delegated (CNI plugin) address management;
-//! - [`error`]: every failure and its CNI error code, in one place.
+//! - [`error`]: every failure and its CNI error code, in one place;
+//! - [`fault`]: the fault points the fault-injection tests kill the plugin at.
 
 pub mod agent;
 pub mod cmd;
 pub mod connector;
 pub mod delqueue;
 pub mod error;
+pub mod fault;
 pub mod ipam;
 pub mod logging;
 pub mod netlink;

@@ -33,6 +33,7 @@ use super::Ctx;
 use crate::agent;
 use crate::connector::{self, PairSpec, veth};
 use crate::error::Error;
+use crate::fault;
 use crate::ipam::{self, builtin};
 use crate::netlink::{Kernel, KernelError, Link, Ns, Route, format_mac, meaningful_mac};
 use crate::spec::env::{EnvError, NETNS};
@@ -94,6 +95,7 @@ fn wire(
         }
         None => None,
     };
+    fault::point("after-ipam");
 
     let mtu = match ctx.conf.mtu {
         Some(mtu) => mtu,
@@ -110,6 +112,7 @@ fn wire(
     let host = existing(ctx.kernel, Ns::Host, &host_name)?;
     undo.push(Step::DeleteLink(host.index));
     let pod = existing(ctx.kernel, Ns::Pod, &ctx.inv.ifname)?;
+    fault::point("after-link");
     tracing::debug!(?mode, host = %host_name, host_index = host.index, "pair created");
     if let Some(alias) = connector::alias(&ctx.conf.name, id) {
         ctx.kernel.set_alias(Ns::Host, host.index, &alias)?;
@@ -121,6 +124,7 @@ fn wire(
         undo.push(Step::LoopbackDown(lo.index));
     }
     ctx.kernel.set_link_up(Ns::Pod, pod.index)?;
+    fault::point("after-pod-up");
 
     let macs = |link: &Link| meaningful_mac(link.mac.as_deref()).map(format_mac);
     let request = AddEndpoint {
@@ -159,6 +163,7 @@ fn wire(
         }
     };
     undo.push(Step::DelEndpoint);
+    fault::point("after-agent");
     let addresses: Vec<IpAddr> = match &delegated {
         Some(result) => result.ips.iter().map(|ip| ip.address.addr).collect(),
         None => builtin::addresses(&endpoint)?,
@@ -177,6 +182,7 @@ fn wire(
         ctx.kernel
             .add_address(Ns::Pod, pod.index, cidr.addr, cidr.prefix)?;
     }
+    fault::point("after-pod-addresses");
     let mut routes: Vec<RouteEntry> = Vec::new();
     let family_defaults = addresses
         .iter()
@@ -237,6 +243,8 @@ fn wire(
         }
     }
 
+    fault::point("after-pod-routes");
+
     // Host side.
     host_sysctls(ctx.kernel, &host_name, v4, v6)?;
     ctx.kernel.set_link_up(Ns::Host, host.index)?;
@@ -251,6 +259,8 @@ fn wire(
         };
         ctx.kernel.add_route(Ns::Host, &route)?;
     }
+
+    fault::point("after-host");
 
     let dns = match &delegated {
         Some(result) if !result.dns.is_empty() => result.dns.clone(),

@@ -9,4 +9,5 @@
 mod agent;
 mod cni;
 mod datapath;
+mod faults;
 mod rig;
