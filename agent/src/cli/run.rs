@@ -40,7 +40,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("attaching to uplink {uplink}"))?;
         tracing::info!(uplink, "uplink program attached");
     }
-    let registry = Registry::load(&args.state_dir)?;
+    let registry = Registry::load(&args.state_dir, &datapath.pins().pinned_endpoints())?;
     endpoint_name::adopt_legacy_pins(
         &datapath.pins().endpoints_dir(),
         registry.all().map(|e| &e.id),

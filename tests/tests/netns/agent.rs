@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt as _;
 
 use netkit_tests::agent::{Agent, AgentDirs};
 use netkit_tests::netns::{Netns, unique_ifname, veth_pair};
-use netkit_tests::pods::{NODE_IP, Node, Pod};
+use netkit_tests::pods::{NODE_IP, Node, Pod, pod_ip};
 use serde_json::json;
 
 /// Two namespaces on a veth: `node` runs the agent with the veth as its uplink, `peer`
@@ -216,4 +216,45 @@ fn pins_named_by_an_older_agent_are_adopted_without_a_new_attach() {
     assert!(pod.ns.ping(NODE_IP), "no traffic after the adoption");
     node.del(&pod.container, "eth0", None, &conf);
     assert!(endpoint_pin_dirs(&node).is_empty());
+}
+
+#[test]
+fn a_corrupt_registry_is_rebuilt_from_the_pinned_endpoints() {
+    let mut node = Node::new("agrg");
+    let conf = node.conf(json!({}));
+    let (a, b) = (Pod::new("agrga"), Pod::new("agrgb"));
+    node.add(&a, &conf);
+    let rb = node.add(&b, &conf);
+    let before = node.agent().endpoints();
+    node.stop_agent();
+
+    // Cut in half, as a writer without fsync + rename can leave it after a crash.
+    let file = node.dirs.state_dir().join("endpoints.json");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    node.restart_agent();
+
+    let log = node.agent().log_text();
+    assert!(
+        log.contains("the endpoint registry is corrupt"),
+        "the agent did not say so:\n{log}"
+    );
+    assert_eq!(
+        node.agent().endpoints(),
+        before,
+        "endpoints lost or changed"
+    );
+    assert!(a.ns.ping(pod_ip(&rb, false)), "a cannot reach b any more");
+    // Built-in IPAM knows the restored addresses are taken.
+    let c = Pod::new("agrgc");
+    let rc = node.add(&c, &conf);
+    for e in &before {
+        let taken = e["ips"][0]["address"].as_str().unwrap();
+        assert_ne!(rc["ips"][0]["address"].as_str().unwrap(), taken);
+    }
+    for pod in [&a, &b, &c] {
+        node.del(&pod.container, pod.ifname, Some(pod.ns.path()), &conf);
+    }
+    assert!(node.agent().endpoints().is_empty());
+    assert!(endpoint_pin_dirs(&node).is_empty(), "pins left behind");
 }

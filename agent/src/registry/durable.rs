@@ -1,0 +1,51 @@
+//! Crash-atomic file replacement: after a crash or power loss a file holds its old
+//! content or its new content, never a mix, and a completed write survives.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Which step of a durable write failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {path}: {source}")]
+pub struct DurableError {
+    pub what: &'static str,
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+fn failed(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DurableError {
+    let path = path.to_path_buf();
+    move |source| DurableError { what, path, source }
+}
+
+/// Replace `path` with `bytes`: write a temporary file beside it, fsync it, then rename
+/// it over `path`. The rename is durable only once the directory is synced
+/// ([`sync_dir`]); callers replacing several files in one directory sync it once.
+pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), DurableError> {
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let mut file = File::create(&tmp).map_err(failed("creating", &tmp))?;
+    file.write_all(bytes).map_err(failed("writing", &tmp))?;
+    // Without this, the rename can reach the disk before the data: a crash would leave
+    // an empty or partial file under the final name.
+    file.sync_all().map_err(failed("fsync of", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(failed("renaming", &tmp))
+}
+
+/// Remove `path` if it exists (durable once the directory is synced).
+pub fn remove(path: &Path) -> Result<(), DurableError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(failed("removing", path)(e)),
+    }
+}
+
+/// Make the renames and removals in `dir` durable.
+pub fn sync_dir(dir: &Path) -> Result<(), DurableError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(failed("fsync of", dir))
+}
