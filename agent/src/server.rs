@@ -1,13 +1,16 @@
 //! The unix socket the CNI plugin and the CLI talk to: root-only (0600, in a 0700
-//! directory we create), one JSON request per connection.
+//! directory we create), one JSON request per connection. A bad request gets an error
+//! reply, never a crash: it cannot reach the endpoint logic unless it parses.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use netkit_api::{ApiError, ErrorKind, Request, Response};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::unix::OwnedReadHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Mutex;
 
@@ -16,6 +19,12 @@ use crate::service::Agent;
 /// A request larger than this is refused: the largest real one (GC with every pod of a
 /// node) is far smaller.
 const MAX_REQUEST: usize = 1 << 20;
+/// How long a client may take to send its request. The plugin and the CLI send it as
+/// soon as they are connected; the limit stops a silent or trickling client from holding
+/// a connection, its task and its buffer forever.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long writing a reply may wait for a client that does not read it.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
     if let Some(dir) = socket.parent()
@@ -56,21 +65,103 @@ pub async fn serve(listener: UnixListener, agent: Arc<Mutex<Agent>>) {
 
 async fn handle(stream: UnixStream, agent: Arc<Mutex<Agent>>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
-    let mut line = String::new();
-    reader.read_line(&mut line).await?;
-    let response = match serde_json::from_str::<Request>(&line) {
-        Ok(request) => {
+    let response = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(read)).await {
+        Ok(Ok(request)) => {
             let mut agent = agent.lock().await;
             agent.handle(request)
         }
-        Err(e) => Response::Error(ApiError::new(
-            ErrorKind::InvalidRequest,
-            format!("unreadable request: {e}"),
-        )),
+        Ok(Err(refused)) => Response::Error(refused),
+        Err(_) => Response::Error(invalid(format!(
+            "no request within {} s",
+            REQUEST_TIMEOUT.as_secs()
+        ))),
     };
     let mut bytes = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
     bytes.push(b'\n');
-    write.write_all(&bytes).await?;
+    match tokio::time::timeout(REPLY_TIMEOUT, write.write_all(&bytes)).await {
+        Ok(written) => written?,
+        Err(_) => return Err(std::io::Error::other("client does not read its reply")),
+    }
     write.shutdown().await
+}
+
+/// Read one request line. Anything else — too long, not UTF-8, not JSON, not a request,
+/// or a read error — is refused with the reason, so one bad client costs the agent
+/// nothing but a reply.
+async fn read_request(read: OwnedReadHalf) -> Result<Request, ApiError> {
+    // One byte beyond the limit tells an oversized request from one that fits.
+    let mut reader = BufReader::new(read.take(MAX_REQUEST as u64 + 1));
+    let mut line = Vec::new();
+    reader
+        .read_until(b'\n', &mut line)
+        .await
+        .map_err(|e| invalid(format!("reading the request: {e}")))?;
+    if line.len() > MAX_REQUEST {
+        return Err(invalid(format!("request larger than {MAX_REQUEST} bytes")));
+    }
+    serde_json::from_slice(&line).map_err(|e| invalid(format!("unreadable request: {e}")))
+}
+
+fn invalid(message: String) -> ApiError {
+    ApiError::new(ErrorKind::InvalidRequest, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `read_request` makes of `bytes` sent by a client that then stops writing.
+    async fn request_from(bytes: Vec<u8>) -> Result<Request, ApiError> {
+        let (client, server) = UnixStream::pair().unwrap();
+        let (read, _write) = server.into_split();
+        let writer = tokio::spawn(async move {
+            let (_, mut write) = client.into_split();
+            // The agent stops reading at the limit: a failed write is expected then.
+            let _ = write.write_all(&bytes).await;
+            let _ = write.shutdown().await;
+        });
+        let result = read_request(read).await;
+        writer.abort();
+        result
+    }
+
+    async fn refusal(bytes: &[u8]) -> String {
+        match request_from(bytes.to_vec()).await {
+            Ok(request) => panic!("{bytes:?} was accepted as {request:?}"),
+            Err(e) => {
+                assert_eq!(e.kind, ErrorKind::InvalidRequest);
+                e.message
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_line_parses_with_or_without_its_newline() {
+        for bytes in [&b"{\"op\":\"status\"}\n"[..], b"{\"op\":\"status\"}"] {
+            assert_eq!(request_from(bytes.to_vec()).await.unwrap(), Request::Status);
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_refused_with_a_reason() {
+        assert!(refusal(b"\x00\x01garbage\n").await.contains("unreadable"));
+        assert!(
+            refusal(b"\xff\xfe{\"op\":\"status\"}\n")
+                .await
+                .contains("unreadable")
+        );
+        assert!(
+            refusal(b"{\"op\":\"del_endpoint\",\"id\":{")
+                .await
+                .contains("unreadable")
+        );
+        assert!(
+            refusal(b"{\"op\":\"no_such_op\"}\n")
+                .await
+                .contains("unreadable")
+        );
+        assert!(refusal(b"").await.contains("unreadable"));
+        let huge = vec![b'x'; 2 * MAX_REQUEST];
+        assert!(refusal(&huge).await.contains("larger than"));
+    }
 }

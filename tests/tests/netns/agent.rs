@@ -3,7 +3,12 @@
 //! pins of their own.
 
 use std::collections::BTreeSet;
+use std::io::{Read as _, Write as _};
+use std::net::Shutdown;
 use std::os::unix::fs::MetadataExt as _;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use netkit_tests::agent::{Agent, AgentDirs};
 use netkit_tests::netns::{Netns, unique_ifname, veth_pair};
@@ -100,7 +105,6 @@ fn a_bad_uplink_is_a_readable_error_and_leaves_no_pin() {
 
 #[test]
 fn metrics_and_health_are_served_on_the_metrics_address() {
-    use std::io::{Read as _, Write as _};
     let w = wire("agmx");
     let dirs = AgentDirs::new("agmx");
     let _agent = Agent::start(
@@ -257,4 +261,128 @@ fn a_corrupt_registry_is_rebuilt_from_the_pinned_endpoints() {
     }
     assert!(node.agent().endpoints().is_empty());
     assert!(endpoint_pin_dirs(&node).is_empty(), "pins left behind");
+}
+
+/// Send `bytes` on a fresh connection to the agent's socket (then stop writing) and
+/// return what the agent answered before closing.
+fn raw_exchange(socket: &Path, bytes: &[u8]) -> String {
+    let stream = UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let bytes = bytes.to_vec();
+    // A writer of its own: the agent stops reading an oversized request, and the reply
+    // must still be read while the write is stuck.
+    let sender = std::thread::spawn(move || {
+        let _ = writer.write_all(&bytes);
+        let _ = writer.shutdown(Shutdown::Write);
+    });
+    let mut reply = String::new();
+    (&stream)
+        .read_to_string(&mut reply)
+        .expect("no reply (or no close) from the agent");
+    drop(stream);
+    sender.join().unwrap();
+    reply
+}
+
+fn assert_refused(reply: &str, why: &str) {
+    let reply: serde_json::Value = serde_json::from_str(reply.trim())
+        .unwrap_or_else(|e| panic!("reply is not one JSON line ({e}): {reply:?}"));
+    assert_eq!(reply["result"], "error", "{reply}");
+    assert_eq!(reply["kind"], "invalid_request", "{reply}");
+    let message = reply["message"].as_str().unwrap();
+    assert!(message.contains(why), "{message:?} does not say {why:?}");
+}
+
+#[test]
+fn hostile_messages_on_the_socket_cost_only_a_reply() {
+    let node = Node::new("agbm");
+    let conf = node.conf(json!({}));
+    let (a, b) = (Pod::new("agbma"), Pod::new("agbmb"));
+    node.add(&a, &conf);
+    let rb = node.add(&b, &conf);
+    let endpoints = node.agent().endpoints();
+    let pins = endpoint_pin_dirs(&node);
+    let socket = node.dirs.socket();
+    let unharmed = |after: &str| {
+        let status = node.agent().cli(&["status"]);
+        assert!(
+            status.status.success(),
+            "no Status after {after}: {status:?}"
+        );
+        assert_eq!(node.agent().endpoints(), endpoints, "after {after}");
+        assert_eq!(endpoint_pin_dirs(&node), pins, "after {after}");
+    };
+
+    let mut huge = vec![b'{'; 2 << 20];
+    huge.push(b'\n');
+    let cases: [(&str, &[u8], &str); 5] = [
+        (
+            "garbage bytes",
+            b"\x00\x01\x02 GET / HTTP/1.1\r\n\r\n",
+            "unreadable",
+        ),
+        ("a 2 MiB line", &huge, "larger than"),
+        ("invalid UTF-8", b"{\"op\":\"st\xffatus\"}\n", "unreadable"),
+        (
+            "truncated JSON",
+            b"{\"op\":\"del_endpoint\",\"id\":{\"contai",
+            "unreadable",
+        ),
+        (
+            "an unknown operation",
+            b"{\"op\":\"format_disk\"}\n",
+            "unreadable",
+        ),
+    ];
+    for (what, bytes, why) in cases {
+        assert_refused(&raw_exchange(&socket, bytes), why);
+        unharmed(what);
+    }
+
+    // Valid requests for endpoints that do not exist, with ids no ADD would accept.
+    for (container, ifname) in [
+        ("nosuchcontainer", "eth0"),
+        (a.container.as_str(), "eth1"),
+        ("..", "/"),
+        ("../endpoints", "."),
+        ("", ""),
+    ] {
+        let del =
+            json!({"op": "del_endpoint", "id": {"container_id": container, "ifname": ifname}});
+        let reply = raw_exchange(&socket, format!("{del}\n").as_bytes());
+        assert_eq!(
+            reply.trim(),
+            r#"{"result":"done"}"#,
+            "DEL {container:?}/{ifname:?}"
+        );
+        unharmed(&format!("DEL of {container:?}/{ifname:?}"));
+    }
+
+    // A client that connects and says nothing: the agent keeps serving meanwhile, and
+    // closes the connection after its request timeout.
+    let idle = UnixStream::connect(&socket).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    unharmed("an idle connection opened");
+    let started = Instant::now();
+    let mut reply = String::new();
+    (&idle).read_to_string(&mut reply).unwrap();
+    assert_refused(&reply, "no request within");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the idle connection was held for {:?}",
+        started.elapsed()
+    );
+    unharmed("an idle connection");
+
+    assert!(
+        a.ns.ping(pod_ip(&rb, false)),
+        "traffic between the pods broke"
+    );
+    for pod in [&a, &b] {
+        node.del(&pod.container, pod.ifname, Some(pod.ns.path()), &conf);
+    }
 }
