@@ -156,6 +156,14 @@ impl Agent {
         self.terminate();
     }
 
+    /// SIGKILL and wait: a crash, with no chance to clean anything up.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     fn terminate(&mut self) {
         if let Some(mut child) = self.child.take() {
             if let Ok(pid) = i32::try_from(child.id()) {

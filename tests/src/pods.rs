@@ -65,6 +65,14 @@ impl Node {
         }
     }
 
+    /// Kill the agent with SIGKILL (a crash) and start a new one at once.
+    pub fn crash_and_restart_agent(&mut self) {
+        if let Some(agent) = self.agent.take() {
+            agent.kill();
+        }
+        self.agent = Some(Node::start_agent(&self.ns, &self.dirs, &self.agent_args));
+    }
+
     pub fn restart_agent(&mut self) {
         self.stop_agent();
         self.agent = Some(Node::start_agent(&self.ns, &self.dirs, &self.agent_args));

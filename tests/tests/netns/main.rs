@@ -10,4 +10,5 @@ mod agent;
 mod cni;
 mod datapath;
 mod faults;
+mod restart;
 mod rig;

@@ -12,6 +12,9 @@
 mod datapath;
 mod netkit_link;
 mod peer_drop;
+// The restart suite too: netkit links are swapped with BPF_LINK_UPDATE like tcx ones.
+#[path = "../netns/restart.rs"]
+mod restart;
 
 /// The line every test prints when it skips; the host-side `vm` test fails if it sees it.
 pub const SKIP_LINE: &str = "skip: not inside the netkit VM (run via the vm tier)";
