@@ -8,6 +8,7 @@ mod metrics;
 mod registry;
 mod server;
 mod service;
+mod shared;
 
 use clap::Parser as _;
 

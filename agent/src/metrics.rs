@@ -1,17 +1,23 @@
-//! Prometheus text metrics and health endpoints on a local TCP address:
-//! `/metrics`, `/healthz` (the process is alive) and `/readyz` (it serves requests).
-//! Three fixed GET routes do not warrant an HTTP framework.
+//! Prometheus text metrics and health endpoints on a local TCP address: `/metrics`,
+//! `/healthz` (liveness: the process answers) and `/readyz` (readiness: 200 once the
+//! datapath is loaded and the socket serves, 503 with the reason before and while
+//! shutting down). Served from the agent's first moment, so a slow start reads as "alive,
+//! not ready" rather than as a dead process. Three fixed GET routes do not warrant an
+//! HTTP framework.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Mutex;
 
 use crate::service::Agent;
+use crate::shared::SharedAgent;
 
-pub async fn serve(listener: TcpListener, agent: Arc<Mutex<Agent>>) {
+/// How long a client may take to send its request line (as on the agent socket).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn serve(listener: TcpListener, agent: SharedAgent) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -25,16 +31,14 @@ pub async fn serve(listener: TcpListener, agent: Arc<Mutex<Agent>>) {
     }
 }
 
-async fn handle(mut stream: TcpStream, agent: Arc<Mutex<Agent>>) -> std::io::Result<()> {
+async fn handle(mut stream: TcpStream, agent: SharedAgent) -> std::io::Result<()> {
     let mut buf = [0u8; 1024];
-    let n = stream.read(&mut buf).await?;
+    let n = tokio::time::timeout(REQUEST_TIMEOUT, stream.read(&mut buf))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     let request = String::from_utf8_lossy(&buf[..n]);
     let path = request.split_whitespace().nth(1).unwrap_or("/");
-    let (status, body) = match path {
-        "/metrics" => ("200 OK", render(&*agent.lock().await)),
-        "/healthz" | "/readyz" => ("200 OK", "ok\n".to_string()),
-        _ => ("404 Not Found", "not found\n".to_string()),
-    };
+    let (status, body) = respond(path, &agent).await;
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -43,37 +47,109 @@ async fn handle(mut stream: TcpStream, agent: Arc<Mutex<Agent>>) -> std::io::Res
     stream.shutdown().await
 }
 
-/// The metrics page. Counter names follow Prometheus conventions (`_total`).
-pub fn render(agent: &Agent) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP netkit_datapath_decisions_total Packets by datapath decision."
-    );
-    let _ = writeln!(out, "# TYPE netkit_datapath_decisions_total counter");
-    match agent.counters() {
-        Ok(counters) => {
-            for c in counters {
-                let _ = writeln!(
-                    out,
-                    "netkit_datapath_decisions_total{{decision=\"{}\"}} {}",
-                    c.name, c.value
-                );
-            }
+/// Status line and body for `path`.
+async fn respond(path: &str, shared: &SharedAgent) -> (&'static str, String) {
+    match path {
+        "/healthz" => ("200 OK", "ok\n".to_string()),
+        "/readyz" => match shared.readiness() {
+            Ok(()) => ("200 OK", "ok\n".to_string()),
+            Err(reason) => ("503 Service Unavailable", format!("not ready: {reason}\n")),
+        },
+        "/metrics" => {
+            let ready = shared.readiness().is_ok();
+            let body = match shared.agent() {
+                Some(agent) => render(Some(&*agent.lock().await), ready),
+                None => render(None, ready),
+            };
+            ("200 OK", body)
         }
-        Err(e) => tracing::warn!(error = %e.message, "reading counters for metrics"),
+        _ => ("404 Not Found", "not found\n".to_string()),
+    }
+}
+
+/// The metrics page; without an agent (datapath not loaded yet) only the readiness
+/// gauge. Counter names follow Prometheus conventions (`_total`).
+fn render(agent: Option<&Agent>, ready: bool) -> String {
+    let mut out = String::new();
+    if let Some(agent) = agent {
+        let _ = writeln!(
+            out,
+            "# HELP netkit_datapath_decisions_total Packets by datapath decision."
+        );
+        let _ = writeln!(out, "# TYPE netkit_datapath_decisions_total counter");
+        match agent.counters() {
+            Ok(counters) => {
+                for c in counters {
+                    let _ = writeln!(
+                        out,
+                        "netkit_datapath_decisions_total{{decision=\"{}\"}} {}",
+                        c.name, c.value
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(error = %e.message, "reading counters for metrics"),
+        }
+        let _ = writeln!(
+            out,
+            "# HELP netkit_endpoints Endpoints programmed on this node."
+        );
+        let _ = writeln!(out, "# TYPE netkit_endpoints gauge");
+        let _ = writeln!(out, "netkit_endpoints {}", agent.endpoint_count());
     }
     let _ = writeln!(
         out,
-        "# HELP netkit_endpoints Endpoints programmed on this node."
-    );
-    let _ = writeln!(out, "# TYPE netkit_endpoints gauge");
-    let _ = writeln!(out, "netkit_endpoints {}", agent.endpoint_count());
-    let _ = writeln!(
-        out,
-        "# HELP netkit_agent_ready Whether the agent serves requests."
+        "# HELP netkit_agent_ready Whether the agent is ready (as /readyz)."
     );
     let _ = writeln!(out, "# TYPE netkit_agent_ready gauge");
-    let _ = writeln!(out, "netkit_agent_ready 1");
+    let _ = writeln!(out, "netkit_agent_ready {}", u8::from(ready));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One GET over a real connection, as a probe sends it.
+    async fn get(shared: &SharedAgent, path: &str) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, shared.clone()));
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply).await.unwrap();
+        server.abort();
+        reply
+    }
+
+    #[tokio::test]
+    async fn readyz_is_503_with_the_reason_until_ready_healthz_is_always_200() {
+        let shared = SharedAgent::new("loading the datapath");
+        let readyz = get(&shared, "/readyz").await;
+        assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
+        assert!(
+            readyz.ends_with("not ready: loading the datapath\n"),
+            "{readyz}"
+        );
+        assert!(get(&shared, "/healthz").await.starts_with("HTTP/1.1 200"));
+        let metrics = get(&shared, "/metrics").await;
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        assert!(metrics.contains("\nnetkit_agent_ready 0\n"), "{metrics}");
+
+        shared.set_ready();
+        assert!(get(&shared, "/readyz").await.starts_with("HTTP/1.1 200"));
+        assert!(
+            get(&shared, "/metrics")
+                .await
+                .contains("\nnetkit_agent_ready 1\n")
+        );
+
+        shared.set_not_ready("shutting down");
+        let readyz = get(&shared, "/readyz").await;
+        assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
+        assert!(get(&shared, "/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get(&shared, "/nope").await.starts_with("HTTP/1.1 404"));
+    }
 }

@@ -4,7 +4,6 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -12,9 +11,8 @@ use netkit_api::{ApiError, ErrorKind, Request, Response};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Mutex;
 
-use crate::service::Agent;
+use crate::shared::SharedAgent;
 
 /// A request larger than this is refused: the largest real one (GC with every pod of a
 /// node) is far smaller.
@@ -47,7 +45,10 @@ pub fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-pub async fn serve(listener: UnixListener, agent: Arc<Mutex<Agent>>) {
+/// Serve the socket, from before the datapath is loaded: until then Status answers
+/// "not ready" with the reason and every other request gets a `not_ready` error (the
+/// plugin's "try again later"), rather than the client finding no socket.
+pub async fn serve(listener: UnixListener, agent: SharedAgent) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -63,13 +64,10 @@ pub async fn serve(listener: UnixListener, agent: Arc<Mutex<Agent>>) {
     }
 }
 
-async fn handle(stream: UnixStream, agent: Arc<Mutex<Agent>>) -> std::io::Result<()> {
+async fn handle(stream: UnixStream, agent: SharedAgent) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let response = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(read)).await {
-        Ok(Ok(request)) => {
-            let mut agent = agent.lock().await;
-            agent.handle(request)
-        }
+        Ok(Ok(request)) => answer(&agent, request).await,
         Ok(Err(refused)) => Response::Error(refused),
         Err(_) => Response::Error(invalid(format!(
             "no request within {} s",
@@ -83,6 +81,22 @@ async fn handle(stream: UnixStream, agent: Arc<Mutex<Agent>>) -> std::io::Result
         Err(_) => return Err(std::io::Error::other("client does not read its reply")),
     }
     write.shutdown().await
+}
+
+async fn answer(shared: &SharedAgent, request: Request) -> Response {
+    if request == Request::Status {
+        return Response::Status(shared.status().await);
+    }
+    match shared.agent() {
+        Some(agent) => agent.lock().await.handle(request),
+        None => Response::Error(ApiError::new(
+            ErrorKind::NotReady,
+            shared
+                .readiness()
+                .err()
+                .unwrap_or_else(|| "the datapath is not loaded".to_string()),
+        )),
+    }
 }
 
 /// Read one request line. Anything else — too long, not UTF-8, not JSON, not a request,

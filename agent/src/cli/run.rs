@@ -1,17 +1,21 @@
-//! `netkit-agent run`: bring the datapath up (adopting whatever a previous agent
-//! pinned), then serve until SIGTERM/SIGINT. Exiting leaves every pin in place, so the
+//! `netkit-agent run`: serve the socket and the metrics port at once (not ready), bring
+//! the datapath up (adopting whatever a previous agent pinned), declare readiness, then
+//! serve until SIGTERM/SIGINT. Exiting leaves every pin in place, so the
 //! datapath keeps forwarding until the next agent adopts it.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use ipnetwork::IpNetwork;
 use tokio::sync::Mutex;
 
 use super::RunArgs;
-use crate::datapath::Datapath;
+use crate::datapath::{Datapath, TranslationMode};
 use crate::registry::Registry;
 use crate::service::Agent;
+use crate::shared::SharedAgent;
 use crate::{endpoint_name, metrics, server};
 
 /// How often vanished links are noticed without a DEL (a pod netns destroyed under us).
@@ -27,46 +31,93 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: RunArgs) -> anyhow::Result<()> {
-    let mut datapath = Datapath::open(&args.bpffs_root, args.translation_check)
-        .with_context(|| format!("opening the datapath under {}", args.bpffs_root.display()))?;
-    let uplink = if args.no_uplink {
-        None
-    } else {
-        args.uplink.clone().or_else(default_route_device)
-    };
-    if let Some(uplink) = &uplink {
-        datapath
-            .attach_uplink(uplink)
-            .with_context(|| format!("attaching to uplink {uplink}"))?;
-        tracing::info!(uplink, "uplink program attached");
-    }
-    let registry = Registry::load(&args.state_dir, &datapath.pins().pinned_endpoints())?;
-    endpoint_name::adopt_legacy_pins(
-        &datapath.pins().endpoints_dir(),
-        registry.all().map(|e| &e.id),
-    );
-    let mut agent = Agent::new(datapath, registry, args.pod_cidrs.clone(), uplink);
-    agent.reconcile(true);
-    let agent = Arc::new(Mutex::new(agent));
-
-    let listener = server::bind(&args.socket)?;
+    // Signals, the metrics port and the socket come first: while the datapath loads, a
+    // probe sees "alive, not ready" and a client gets "not ready" with the reason.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let shared = SharedAgent::new("loading the datapath");
     if let Some(addr) = args.metrics_addr {
         let tcp = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding metrics on {addr}"))?;
-        tokio::spawn(metrics::serve(tcp, agent.clone()));
+        tokio::spawn(metrics::serve(tcp, shared.clone()));
     }
-    tokio::spawn(reconcile_loop(agent.clone()));
-    tracing::info!(socket = %args.socket.display(), "ready");
+    let listener = server::bind(&args.socket)?;
+    tokio::spawn(server::serve(listener, shared.clone()));
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        () = server::serve(listener, agent) => {}
-        _ = term.recv() => tracing::info!("SIGTERM: exiting, datapath stays pinned"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: exiting, datapath stays pinned"),
-    }
+    let result = tokio::select! {
+        result = start_and_reconcile(&args, &shared) => result,
+        _ = term.recv() => {
+            tracing::info!("SIGTERM: exiting, datapath stays pinned");
+            Ok(())
+        }
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("SIGINT: exiting, datapath stays pinned");
+            Ok(())
+        }
+    };
+    // Until the process is gone, probes and clients hear why.
+    shared.set_not_ready("shutting down");
     let _ = std::fs::remove_file(&args.socket);
+    result
+}
+
+/// Load the datapath and the registry and reconcile them (blocking work, off the
+/// runtime so the socket and the metrics port answer meanwhile), declare the agent
+/// ready, then reconcile periodically.
+async fn start_and_reconcile(args: &RunArgs, shared: &SharedAgent) -> anyhow::Result<()> {
+    let setup = Setup {
+        bpffs_root: args.bpffs_root.clone(),
+        translation_check: args.translation_check,
+        uplink: if args.no_uplink {
+            None
+        } else {
+            args.uplink.clone().or_else(default_route_device)
+        },
+        state_dir: args.state_dir.clone(),
+        pod_cidrs: args.pod_cidrs.clone(),
+    };
+    let starting = shared.clone();
+    let agent = tokio::task::spawn_blocking(move || setup.start(&starting))
+        .await
+        .context("the startup task failed")??;
+    let agent = Arc::new(Mutex::new(agent));
+    shared.set_agent(agent.clone());
+    shared.set_ready();
+    tracing::info!(socket = %args.socket.display(), "ready");
+    reconcile_loop(agent).await;
     Ok(())
+}
+
+/// What bringing the agent up needs from the command line.
+struct Setup {
+    bpffs_root: PathBuf,
+    translation_check: TranslationMode,
+    uplink: Option<String>,
+    state_dir: PathBuf,
+    pod_cidrs: Vec<IpNetwork>,
+}
+
+impl Setup {
+    fn start(self, shared: &SharedAgent) -> anyhow::Result<Agent> {
+        let mut datapath = Datapath::open(&self.bpffs_root, self.translation_check)
+            .with_context(|| format!("opening the datapath under {}", self.bpffs_root.display()))?;
+        if let Some(uplink) = &self.uplink {
+            datapath
+                .attach_uplink(uplink)
+                .with_context(|| format!("attaching to uplink {uplink}"))?;
+            tracing::info!(uplink, "uplink program attached");
+        }
+        shared.set_not_ready("loading the endpoint registry");
+        let registry = Registry::load(&self.state_dir, &datapath.pins().pinned_endpoints())?;
+        endpoint_name::adopt_legacy_pins(
+            &datapath.pins().endpoints_dir(),
+            registry.all().map(|e| &e.id),
+        );
+        let mut agent = Agent::new(datapath, registry, self.pod_cidrs, self.uplink);
+        shared.set_not_ready(format!("reconciling {} endpoints", agent.endpoint_count()));
+        agent.reconcile(true);
+        Ok(agent)
+    }
 }
 
 async fn reconcile_loop(agent: Arc<Mutex<Agent>>) {

@@ -8,11 +8,13 @@ use std::net::Shutdown;
 use std::os::unix::fs::MetadataExt as _;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use netkit_tests::agent::{Agent, AgentDirs};
-use netkit_tests::netns::{Netns, unique_ifname, veth_pair};
-use netkit_tests::pods::{NODE_IP, Node, Pod, pod_ip};
+use netkit_tests::bins;
+use netkit_tests::netns::{Netns, unique_ifname, veth_pair, wait_until};
+use netkit_tests::pods::{Call, NODE_IP, Node, Pod, invoke, pod_ip};
 use serde_json::json;
 
 /// Two namespaces on a veth: `node` runs the agent with the veth as its uplink, `peer`
@@ -89,7 +91,7 @@ fn datapath_keeps_running_while_the_agent_is_down_and_is_adopted_on_restart() {
 fn a_bad_uplink_is_a_readable_error_and_leaves_no_pin() {
     let w = wire("agbd");
     let dirs = AgentDirs::new("agbd");
-    let mut cmd = w.node.command(netkit_tests::bins::agent());
+    let mut cmd = w.node.command(bins::agent());
     let out = Agent::run_args(&mut cmd, &dirs, &["--uplink", "nosuchdev0"])
         .output()
         .unwrap();
@@ -113,16 +115,7 @@ fn metrics_and_health_are_served_on_the_metrics_address() {
         &["--uplink", &w.uplink, "--metrics-addr", "127.0.0.1:9964"],
     );
     assert!(w.peer.ping("192.0.2.1"));
-    let get = |path: &str| {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
-        w.node.run(move || {
-            let mut conn = std::net::TcpStream::connect("127.0.0.1:9964").expect("metrics port");
-            conn.write_all(request.as_bytes()).unwrap();
-            let mut reply = String::new();
-            conn.read_to_string(&mut reply).unwrap();
-            reply
-        })
-    };
+    let get = |path: &str| http_get(&w.node, "127.0.0.1:9964", path).expect("metrics port");
     let metrics = get("/metrics");
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     let pass_line = metrics
@@ -138,6 +131,21 @@ fn metrics_and_health_are_served_on_the_metrics_address() {
     assert!(get("/readyz").starts_with("HTTP/1.1 200"));
     assert!(get("/healthz").starts_with("HTTP/1.1 200"));
     assert!(get("/nope").starts_with("HTTP/1.1 404"));
+}
+
+/// `GET path` from inside `ns`; `None` while nothing listens on `addr`.
+fn http_get(ns: &Netns, addr: &str, path: &str) -> Option<String> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let addr = addr.to_string();
+    ns.run(move || {
+        let mut conn = std::net::TcpStream::connect(&addr).ok()?;
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        conn.write_all(request.as_bytes()).unwrap();
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply).unwrap();
+        Some(reply)
+    })
 }
 
 /// The endpoint pin directories under the node agent's bpffs root.
@@ -385,4 +393,112 @@ fn hostile_messages_on_the_socket_cost_only_a_reply() {
     for pod in [&a, &b] {
         node.del(&pod.container, pod.ifname, Some(pod.ns.path()), &conf);
     }
+}
+
+/// An agent process started without waiting for it to be ready; killed on Drop.
+struct Unwaited(std::process::Child);
+
+impl Drop for Unwaited {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn readiness_waits_for_the_datapath_and_status_follows_it() {
+    const METRICS: &str = "127.0.0.1:9965";
+    let ns = Netns::new("agrd");
+    let dirs = AgentDirs::new("agrd");
+    // The registry file is a FIFO: loading it blocks until the test writes it — a slow
+    // start of the agent, under the test's control.
+    std::fs::create_dir_all(dirs.state_dir()).unwrap();
+    let registry = dirs.state_dir().join("endpoints.json");
+    nix::unistd::mkfifo(&registry, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let log = std::fs::File::create(dirs.log()).unwrap();
+    let mut cmd = ns.command(bins::agent());
+    Agent::run_args(&mut cmd, &dirs, &["--no-uplink", "--metrics-addr", METRICS])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    let _agent = Unwaited(cmd.spawn().unwrap());
+    let log = || std::fs::read_to_string(dirs.log()).unwrap_or_default();
+    let get = |path: &str| http_get(&ns, METRICS, path);
+    let cni_status = || {
+        let conf = json!({
+            "cniVersion": "1.1.0",
+            "name": "pods",
+            "type": "netkit-cni",
+            "agentSocket": dirs.socket(),
+            "stateDir": dirs.tmp.path().join("cni-state"),
+            "logFile": dirs.tmp.path().join("cni.log"),
+        });
+        invoke(
+            &mut ns.command(bins::cni()),
+            Call::bare("STATUS"),
+            &conf.to_string(),
+        )
+    };
+    let socket_status = || {
+        let out = Command::new(bins::agent())
+            .args(["status", "--json", "--socket"])
+            .arg(dirs.socket())
+            .output()
+            .unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("status --json: {e}: {out:?}"));
+        (out.status.success(), status)
+    };
+
+    // Alive at once, not ready while the registry does not come.
+    assert!(
+        wait_until(Duration::from_secs(20), || get("/healthz")
+            .is_some_and(|r| r.starts_with("HTTP/1.1 200"))),
+        "no /healthz:\n{}",
+        log()
+    );
+    let why = "loading the endpoint registry";
+    assert!(
+        wait_until(Duration::from_secs(20), || get("/readyz")
+            .is_some_and(|r| r.contains(why))),
+        "/readyz does not say {why:?}: {:?}\n{}",
+        get("/readyz"),
+        log()
+    );
+    let readyz = get("/readyz").unwrap();
+    assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
+    let (ok, status) = socket_status();
+    assert!(!ok, "status exits 0 while not ready: {status}");
+    assert_eq!(status["ready"], false, "{status}");
+    assert_eq!(status["reason"], why, "{status}");
+    let reply = cni_status();
+    assert_eq!(reply.code(), 50, "{reply:?}");
+    assert!(reply.msg().contains(why), "{reply:?}");
+    assert!(
+        get("/metrics")
+            .unwrap()
+            .contains("\nnetkit_agent_ready 0\n")
+    );
+
+    // The registry arrives: ready everywhere at once.
+    let writer = std::thread::spawn(move || std::fs::write(&registry, b"{\"endpoints\": []}"));
+    assert!(
+        wait_until(Duration::from_secs(20), || get("/readyz")
+            .is_some_and(|r| r.starts_with("HTTP/1.1 200"))),
+        "never ready: {:?}\n{}",
+        get("/readyz"),
+        log()
+    );
+    writer.join().unwrap().unwrap();
+    let (ok, status) = socket_status();
+    assert!(ok && status["ready"] == true, "{status}");
+    assert!(status["reason"].is_null(), "{status}");
+    let reply = cni_status();
+    assert!(reply.ok, "{reply:?}");
+    assert!(
+        get("/metrics")
+            .unwrap()
+            .contains("\nnetkit_agent_ready 1\n")
+    );
+    assert!(get("/healthz").unwrap().starts_with("HTTP/1.1 200"));
 }
