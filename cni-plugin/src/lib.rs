@@ -46,9 +46,12 @@ pub struct Outcome {
 
 /// Run one invocation: `env` reads the `CNI_*` variables, `stdin` holds the
 /// configuration. Never panics on input; every failure becomes an error document.
-pub fn run(env: impl Fn(&str) -> Option<String>, stdin: &mut dyn Read) -> Outcome {
+pub fn run<V: Into<std::ffi::OsString>>(
+    env: impl Fn(&str) -> Option<V>,
+    stdin: &mut dyn Read,
+) -> Outcome {
     let mut input = Vec::new();
-    let read = stdin.read_to_end(&mut input);
+    let read = config::read_config(stdin, &mut input);
     let fail = |e: Error| {
         let requested = config::requested_version(&input);
         let answer_in = requested
@@ -61,7 +64,7 @@ pub fn run(env: impl Fn(&str) -> Option<String>, stdin: &mut dyn Read) -> Outcom
         }
     };
 
-    let inv = match Invocation::from_vars(env) {
+    let inv = match Invocation::from_env(|name| env(name).map(Into::into)) {
         Ok(inv) => inv,
         Err(e) => return fail(e.into()),
     };

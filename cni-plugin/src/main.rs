@@ -5,10 +5,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let outcome = netkit_cni::run(
-        |name| std::env::var(name).ok(),
-        &mut std::io::stdin().lock(),
-    );
+    let outcome = netkit_cni::run(|name| std::env::var_os(name), &mut std::io::stdin().lock());
     if let Some(doc) = &outcome.stdout {
         let mut stdout = std::io::stdout().lock();
         if writeln!(stdout, "{doc}")

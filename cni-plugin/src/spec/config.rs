@@ -13,17 +13,31 @@
 //! | `bigTcp` | kernel defaults | `{gsoMaxSize, groMaxSize, gsoIpv4MaxSize, groIpv4MaxSize}`, each 65536–524280 |
 //! | `stateDir` | `/var/lib/netkit-cni` | plugin state: the deletion queue, the netkit probe cache |
 //! | `dns` | none | copied into the result |
+//!
+//! Stdin must be one JSON object of at most [`MAX_CONFIG_BYTES`], in UTF-8, with no key
+//! twice in any object: serde_json would keep the last of two silently, and a
+//! configuration that says two things is refused rather than guessed at.
 
+use std::cell::RefCell;
+use std::fmt;
+use std::io::Read;
 use std::path::PathBuf;
 
 use netkit_api::EndpointId;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::spec::env::is_cni_name;
+use crate::spec::error::excerpt;
 use crate::spec::result::Dns;
 use crate::spec::version::{self, Version, VersionError};
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/netkit-cni";
+/// The largest configuration read from stdin. A conflist entry with a `prevResult` of a
+/// few dozen interfaces is a few KiB; anything near this is not a configuration.
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+/// `sun_path` holds 108 bytes including the terminating NUL.
+pub const SOCKET_PATH_MAX: usize = 107;
 pub const MTU_RANGE: (u32, u32) = (68, 65_535);
 /// BIG TCP sizes: at least the legacy 64 KiB, at most the kernel's GSO/GRO ceiling
 /// (`tso_max_size` of veth and netkit).
@@ -117,6 +131,13 @@ fn invalid(field: &str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Read stdin into `into`, stopping one byte past [`MAX_CONFIG_BYTES`] so that
+/// [`NetConf::parse`] can refuse an oversized configuration without holding all of it.
+pub fn read_config(stdin: &mut dyn Read, into: &mut Vec<u8>) -> std::io::Result<usize> {
+    let limit = u64::try_from(MAX_CONFIG_BYTES).map_or(u64::MAX, |max| max + 1);
+    stdin.take(limit).read_to_end(into)
+}
+
 /// The `cniVersion` a document asks for, whatever else is wrong with it (for the
 /// `cniVersion` of an error document).
 pub fn requested_version(stdin: &[u8]) -> Option<String> {
@@ -150,35 +171,72 @@ impl Keys<'_> {
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(other) => Err(invalid(
                 &self.field(key),
-                format!("must be a string, not {other}"),
+                format!("must be a string, not {}", shown(other)),
             )),
         }
+    }
+
+    /// An array of strings; the error names the element (`dns.search[2]`).
+    fn strings(&self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
+        let items = match self.get(key) {
+            None => return Ok(None),
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                return Err(invalid(
+                    &self.field(key),
+                    format!("must be an array of strings, not {}", shown(other)),
+                ));
+            }
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(n, item)| match item {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(invalid(
+                    &format!("{}[{n}]", self.field(key)),
+                    format!("must be a string, not {}", shown(other)),
+                )),
+            })
+            .collect::<Result<_, _>>()
+            .map(Some)
     }
 
     fn u32_in(&self, key: &str, (min, max): (u32, u32)) -> Result<Option<u32>, ConfigError> {
         let Some(v) = self.get(key) else {
             return Ok(None);
         };
-        let n = v
-            .as_u64()
-            .ok_or_else(|| invalid(&self.field(key), format!("must be an integer, not {v}")))?;
+        let out_of_range = |n: &dyn fmt::Display| {
+            invalid(&self.field(key), format!("{n} is outside {min}..={max}"))
+        };
+        let n = match (v.as_u64(), v.as_i64()) {
+            (Some(n), _) => n,
+            (None, Some(negative)) => return Err(out_of_range(&negative)),
+            (None, None) => {
+                return Err(invalid(
+                    &self.field(key),
+                    format!("must be an integer, not {}", shown(v)),
+                ));
+            }
+        };
         match u32::try_from(n) {
             Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
-            _ => Err(invalid(
-                &self.field(key),
-                format!("{n} is outside {min}..={max}"),
-            )),
+            _ => Err(out_of_range(&n)),
         }
     }
 
     fn absolute_path(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
         match self.string(key)? {
             None => Ok(None),
-            Some(s) if s.starts_with('/') => Ok(Some(PathBuf::from(s))),
-            Some(s) => Err(invalid(
+            Some(s) if !s.starts_with('/') => Err(invalid(
                 &self.field(key),
-                format!("{s:?} is not an absolute path"),
+                format!("{:?} is not an absolute path", excerpt(&s)),
             )),
+            Some(s) if s.contains('\0') => Err(invalid(
+                &self.field(key),
+                format!("{:?} contains a NUL byte", excerpt(&s)),
+            )),
+            Some(s) => Ok(Some(PathBuf::from(s))),
         }
     }
 
@@ -188,7 +246,7 @@ impl Keys<'_> {
             Some(Value::Object(m)) => Ok(Some(m)),
             Some(other) => Err(invalid(
                 &self.field(key),
-                format!("must be an object, not {other}"),
+                format!("must be an object, not {}", shown(other)),
             )),
         }
     }
@@ -198,10 +256,14 @@ impl NetConf {
     /// Decode and validate stdin: undecodable → `Decode`, unsupported `cniVersion` →
     /// `Version`, any bad plugin value → `Invalid` naming the field.
     pub fn parse(stdin: &[u8]) -> Result<NetConf, ConfigError> {
-        let obj = match serde_json::from_slice::<Value>(stdin) {
-            Ok(Value::Object(obj)) => obj,
-            Ok(_) => return Err(ConfigError::Decode("not a JSON object".into())),
-            Err(e) => return Err(ConfigError::Decode(e.to_string())),
+        let obj = match decode(stdin)? {
+            Value::Object(obj) => obj,
+            other => {
+                return Err(ConfigError::Decode(format!(
+                    "not a JSON object but {}",
+                    shown(&other)
+                )));
+            }
         };
         let keys = Keys {
             obj: &obj,
@@ -212,7 +274,8 @@ impl NetConf {
             Some(Value::String(s)) => version::negotiate(Some(s))?,
             Some(other) => {
                 return Err(ConfigError::Decode(format!(
-                    "cniVersion must be a string, not {other}"
+                    "cniVersion must be a string, not {}",
+                    shown(other)
                 )));
             }
         };
@@ -224,10 +287,14 @@ impl NetConf {
             return Err(invalid(
                 "name",
                 format!(
-                    "{name:?} must start with a letter or digit followed by letters, digits, '_', '.' or '-'"
+                    "{:?} must start with a letter or digit followed by letters, digits, '_', '.' or '-'",
+                    excerpt(&name)
                 ),
             ));
         }
+        // Read by the runtime to find us, not by us; but a `type` that is not a string
+        // is not a configuration the runtime can have meant.
+        keys.string("type")?;
         let mode = match keys.string("mode")?.as_deref() {
             None | Some("auto") => Mode::Auto,
             Some("netkit") => Mode::Netkit,
@@ -235,7 +302,7 @@ impl NetConf {
             Some(other) => {
                 return Err(invalid(
                     "mode",
-                    format!("{other:?} is not auto, netkit or veth"),
+                    format!("{:?} is not auto, netkit or veth", excerpt(other)),
                 ));
             }
         };
@@ -247,6 +314,17 @@ impl NetConf {
         let agent_socket = keys
             .absolute_path("agentSocket")?
             .unwrap_or_else(|| PathBuf::from(netkit_api::DEFAULT_SOCKET));
+        // Too long for a unix socket address: connect() would fail on every call, and
+        // that must not read as "agent unreachable, try again later".
+        let socket_len = agent_socket.as_os_str().len();
+        if socket_len > SOCKET_PATH_MAX {
+            return Err(invalid(
+                "agentSocket",
+                format!(
+                    "{socket_len} bytes is longer than a unix socket path can be ({SOCKET_PATH_MAX})"
+                ),
+            ));
+        }
         let log_file = keys.absolute_path("logFile")?;
         let log_level = match keys
             .string("logLevel")?
@@ -261,7 +339,10 @@ impl NetConf {
             Some(other) => {
                 return Err(invalid(
                     "logLevel",
-                    format!("{other:?} is not error, warn, info, debug or trace"),
+                    format!(
+                        "{:?} is not error, warn, info, debug or trace",
+                        excerpt(other)
+                    ),
                 ));
             }
         };
@@ -283,10 +364,19 @@ impl NetConf {
         let state_dir = keys
             .absolute_path("stateDir")?
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-        let dns = match keys.get("dns") {
+        let dns = match keys.object("dns")? {
             None => Dns::default(),
-            Some(v) => {
-                serde_json::from_value(v.clone()).map_err(|e| invalid("dns", e.to_string()))?
+            Some(obj) => {
+                let k = Keys {
+                    obj,
+                    prefix: "dns.",
+                };
+                Dns {
+                    nameservers: k.strings("nameservers")?.unwrap_or_default(),
+                    domain: k.string("domain")?,
+                    search: k.strings("search")?.unwrap_or_default(),
+                    options: k.strings("options")?.unwrap_or_default(),
+                }
             }
         };
         let prev_result = keys.get("prevResult").cloned();
@@ -330,10 +420,10 @@ fn parse_ipam(ipam: &Map<String, Value>) -> Result<IpamConf, ConfigError> {
             "missing (leave out the whole `ipam` section for built-in IPAM)",
         )
     })?;
-    if plugin.is_empty() || plugin.contains(['/', '\\']) || plugin == "." || plugin == ".." {
+    if plugin.is_empty() || plugin.contains(['/', '\\', '\0']) || plugin == "." || plugin == ".." {
         return Err(invalid(
             "ipam.type",
-            format!("{plugin:?} is not a plugin file name"),
+            format!("{:?} is not a plugin file name", excerpt(&plugin)),
         ));
     }
     Ok(IpamConf { plugin })
@@ -342,7 +432,7 @@ fn parse_ipam(ipam: &Map<String, Value>) -> Result<IpamConf, ConfigError> {
 fn parse_attachments(key: &str, v: &Value) -> Result<Vec<EndpointId>, ConfigError> {
     let items = v
         .as_array()
-        .ok_or_else(|| invalid(key, "must be an array"))?;
+        .ok_or_else(|| invalid(key, format!("must be an array, not {}", shown(v))))?;
     items
         .iter()
         .enumerate()
@@ -363,6 +453,143 @@ fn parse_attachments(key: &str, v: &Value) -> Result<Vec<EndpointId>, ConfigErro
             })
         })
         .collect()
+}
+
+/// A value for an error message: its JSON, cut to an excerpt.
+fn shown(v: &Value) -> String {
+    excerpt(&v.to_string()).into_owned()
+}
+
+/// Decode stdin into a JSON value as `serde_json::from_slice` would, but refuse input
+/// over [`MAX_CONFIG_BYTES`], input that is not UTF-8 and objects with a key twice, and
+/// name the key under which decoding failed (`ipam.type: duplicate key at line 1 …`).
+fn decode(stdin: &[u8]) -> Result<Value, ConfigError> {
+    if stdin.len() > MAX_CONFIG_BYTES {
+        return Err(invalid(
+            "stdin",
+            format!("the configuration is larger than {MAX_CONFIG_BYTES} bytes"),
+        ));
+    }
+    if let Err(e) = std::str::from_utf8(stdin) {
+        return Err(ConfigError::Decode(format!(
+            "not UTF-8: invalid byte at offset {}",
+            e.valid_up_to()
+        )));
+    }
+    let failed_at = RefCell::new(None);
+    let mut de = serde_json::Deserializer::from_slice(stdin);
+    let decoded = Strict {
+        path: String::new(),
+        failed_at: &failed_at,
+    }
+    .deserialize(&mut de)
+    .and_then(|value| de.end().map(|()| value));
+    decoded.map_err(|e| {
+        ConfigError::Decode(match failed_at.into_inner() {
+            Some(path) if !path.is_empty() => format!("{}: {e}", excerpt(&path)),
+            _ => e.to_string(),
+        })
+    })
+}
+
+/// Builds a `Value` at `path` (`ipam.type`, `dns.search[1]`); the first (innermost)
+/// value that fails records its path in `failed_at`.
+struct Strict<'a> {
+    path: String,
+    failed_at: &'a RefCell<Option<String>>,
+}
+
+impl Strict<'_> {
+    fn at(&self, path: String) -> Self {
+        Strict {
+            path,
+            failed_at: self.failed_at,
+        }
+    }
+
+    fn key(&self, key: &str) -> Self {
+        match self.path.as_str() {
+            "" => self.at(key.to_string()),
+            path => self.at(format!("{path}.{key}")),
+        }
+    }
+
+    fn index(&self, n: usize) -> Self {
+        self.at(format!("{}[{n}]", self.path))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Strict<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        let (path, failed_at) = (self.path.clone(), self.failed_at);
+        deserializer.deserialize_any(self).inspect_err(|_| {
+            failed_at.borrow_mut().get_or_insert(path);
+        })
+    }
+}
+
+impl<'de> Visitor<'de> for Strict<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self.index(items.len()))? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut obj = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let child = self.key(&key);
+            if obj.contains_key(&key) {
+                self.failed_at.borrow_mut().get_or_insert(child.path);
+                return Err(de::Error::custom("duplicate key"));
+            }
+            let value = map.next_value_seed(child)?;
+            obj.insert(key, value);
+        }
+        Ok(Value::Object(obj))
+    }
 }
 
 #[cfg(test)]
@@ -474,7 +701,7 @@ mod tests {
                 "bigTcp.groIpv4MaxSize",
             ),
             ("stateDir", json!("state"), "stateDir"),
-            ("dns", json!({"nameservers": "10.0.0.1"}), "dns"),
+            ("dns", json!({"nameservers": "10.0.0.1"}), "dns.nameservers"),
             ("name", json!("-bad"), "name"),
             (VALID_ATTACHMENTS, json!({}), VALID_ATTACHMENTS),
             (

@@ -1,8 +1,11 @@
 //! The invocation: `CNI_*` environment variables, validated per command as the spec
 //! lists them.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
+
+use crate::spec::error::excerpt;
 
 /// `CNI_COMMAND`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,19 +85,48 @@ pub struct Invocation {
 pub enum EnvError {
     #[error("required environment variables missing: {}", .0.join(", "))]
     Missing(Vec<&'static str>),
-    #[error("CNI_COMMAND={0:?} is not a CNI command (ADD, DEL, CHECK, STATUS, GC, VERSION)")]
+    #[error("CNI_COMMAND={:?} is not a CNI command (ADD, DEL, CHECK, STATUS, GC, VERSION)", excerpt(.0))]
     UnknownCommand(String),
-    #[error("{var}={value:?} is invalid: {reason}")]
+    #[error("{var}={:?} is invalid: {reason}", excerpt(value))]
     Invalid {
         var: &'static str,
         value: String,
         reason: &'static str,
     },
+    #[error("{var} is not valid UTF-8 ({:?})", excerpt(value))]
+    NotUnicode { var: &'static str, value: String },
 }
+
+/// Every variable the plugin reads, in the order it reports them.
+const VARS: [&str; 6] = [COMMAND, CONTAINER_ID, NETNS, IFNAME, ARGS, PATH];
 
 impl Invocation {
     /// Read and validate the invocation from `get` (the process environment in
-    /// production, a map in tests).
+    /// production). A variable that is not UTF-8 is refused by name rather than taken
+    /// for absent.
+    pub fn from_env(get: impl Fn(&str) -> Option<OsString>) -> Result<Invocation, EnvError> {
+        let mut vars: Vec<(&str, String)> = Vec::with_capacity(VARS.len());
+        for name in VARS {
+            match get(name).map(OsString::into_string) {
+                None => {}
+                Some(Ok(value)) => vars.push((name, value)),
+                Some(Err(raw)) => {
+                    return Err(EnvError::NotUnicode {
+                        var: name,
+                        value: raw.to_string_lossy().into_owned(),
+                    });
+                }
+            }
+        }
+        Invocation::from_vars(|name| {
+            vars.iter()
+                .find(|(var, _)| *var == name)
+                .map(|(_, value)| value.clone())
+        })
+    }
+
+    /// Read and validate the invocation from variables already known to be UTF-8 (a
+    /// map in tests).
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Invocation, EnvError> {
         let var = |name: &str| get(name).filter(|v| !v.is_empty());
         let command = match var(COMMAND) {
@@ -118,11 +150,21 @@ impl Invocation {
             args: var(ARGS).unwrap_or_default(),
             cni_path: var(PATH),
         };
-        if command.required().contains(&CONTAINER_ID) {
+        let required = command.required();
+        if required.contains(&CONTAINER_ID) {
             validate_container_id(&inv.container_id)?;
         }
-        if command.required().contains(&IFNAME) {
+        if required.contains(&IFNAME) {
             validate_ifname(&inv.ifname)?;
+        }
+        if required.contains(&NETNS)
+            && let Some(netns) = var(NETNS)
+        {
+            validate_netns(&netns)?;
+        }
+        // The commands about one attachment; STATUS, GC and VERSION ignore CNI_ARGS.
+        if matches!(command, Command::Add | Command::Check | Command::Del) {
+            validate_args(&inv.args)?;
         }
         Ok(inv)
     }
@@ -142,7 +184,8 @@ pub fn validate_container_id(id: &str) -> Result<(), EnvError> {
 }
 
 /// Spec: the Linux rules — not empty, at most 15 bytes, not `.`/`..`, no `/`, `:` or
-/// whitespace.
+/// whitespace. Also no `%`: the kernel takes such a name for a template (`eth%d`) and
+/// creates the link under another name.
 pub fn validate_ifname(name: &str) -> Result<(), EnvError> {
     let reason = if name.is_empty() {
         Some("must not be empty")
@@ -152,9 +195,11 @@ pub fn validate_ifname(name: &str) -> Result<(), EnvError> {
         Some("must not be '.' or '..'")
     } else if name
         .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace())
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0')
     {
-        Some("must not contain '/', ':' or whitespace")
+        Some("must not contain '/', ':', whitespace or NUL")
+    } else if name.contains('%') {
+        Some("must not contain '%' (the kernel would take it for a name template)")
     } else {
         None
     };
@@ -166,6 +211,40 @@ pub fn validate_ifname(name: &str) -> Result<(), EnvError> {
             reason,
         }),
     }
+}
+
+/// Spec: a path to the network namespace. A relative one would be resolved against
+/// whatever directory the runtime started us in.
+pub fn validate_netns(netns: &str) -> Result<(), EnvError> {
+    let reason = if !netns.starts_with('/') {
+        "must be an absolute path"
+    } else if netns.contains('\0') {
+        "must not contain NUL"
+    } else {
+        return Ok(());
+    };
+    Err(EnvError::Invalid {
+        var: NETNS,
+        value: netns.to_string(),
+        reason,
+    })
+}
+
+/// Spec: `KEY=VALUE` pairs separated by `;` (libcni's `LoadArgs` refuses anything
+/// else). Empty pairs (`A=1;;B=2`, a trailing `;`) are tolerated.
+pub fn validate_args(args: &str) -> Result<(), EnvError> {
+    let bad = args
+        .split(';')
+        .filter(|pair| !pair.is_empty())
+        .any(|pair| !matches!(pair.split_once('='), Some((key, _)) if !key.is_empty()));
+    if bad {
+        return Err(EnvError::Invalid {
+            var: ARGS,
+            value: args.to_string(),
+            reason: "must be KEY=VALUE pairs separated by ';'",
+        });
+    }
+    Ok(())
 }
 
 /// The spec's syntax for container ids and network names.

@@ -1,7 +1,25 @@
 //! The error document and the error codes: the spec's well-known codes and this
 //! plugin's own (100+, which the spec leaves to plugins).
 
+use std::borrow::Cow;
+
 use serde::Serialize;
+
+/// How much of an offending value an error message quotes.
+pub const EXCERPT_MAX: usize = 64;
+
+/// `s`, cut to at most [`EXCERPT_MAX`] bytes (on a character boundary, marked `…`) so
+/// that an oversized value does not make an oversized error document.
+pub fn excerpt(s: &str) -> Cow<'_, str> {
+    if s.len() <= EXCERPT_MAX {
+        return Cow::Borrowed(s);
+    }
+    let end = (0..=EXCERPT_MAX)
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0);
+    Cow::Owned(format!("{}… ({} bytes)", &s[..end], s.len()))
+}
 
 /// Error codes. 1–99 are the spec's and used only with the spec's meaning.
 pub mod code {
@@ -108,6 +126,17 @@ mod tests {
             .to_json("0.4.0");
         assert!(doc.get("details").is_none());
         assert_eq!(doc["cniVersion"], "0.4.0");
+    }
+
+    #[test]
+    fn excerpts_cut_long_values_on_a_character_boundary() {
+        assert_eq!(excerpt("eth0"), "eth0");
+        let long = "é".repeat(100);
+        let cut = excerpt(&long);
+        assert!(
+            cut.starts_with(&"é".repeat(32)) && cut.ends_with("… (200 bytes)"),
+            "{cut}"
+        );
     }
 
     #[test]

@@ -6,3 +6,6 @@ pub mod env;
 pub mod error;
 pub mod result;
 pub mod version;
+
+#[cfg(test)]
+mod bad_input_tests;

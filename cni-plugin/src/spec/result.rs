@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::spec::error::excerpt;
 use crate::spec::version::Version;
 
 /// An address with prefix length, as CNI documents write them (`10.0.0.5/32`).
@@ -160,6 +161,7 @@ struct WireResult {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(expecting = "an interface object")]
 struct WireInterface {
     name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -179,6 +181,7 @@ struct WireInterface {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(expecting = "an IP object")]
 struct WireIp {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     version: Option<String>,
@@ -190,6 +193,7 @@ struct WireIp {
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(expecting = "a route object")]
 struct WireRoute {
     dst: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -206,6 +210,62 @@ struct WireRoute {
     scope: Option<u32>,
 }
 
+impl WireResult {
+    /// Decode a result one list element at a time, so that an error names the element
+    /// (`prevResult.ips[1]`) and not only the document. `null` counts as absent.
+    fn decode(value: &Value, what: &str) -> Result<WireResult, ResultError> {
+        let Value::Object(obj) = value else {
+            return Err(ResultError {
+                what: what.to_string(),
+                reason: format!("must be an object, not {}", excerpt(&value.to_string())),
+            });
+        };
+        let part = |key: &str| obj.get(key).filter(|v| !v.is_null());
+        let at = |path: String| {
+            move |e: serde_json::Error| ResultError {
+                what: path,
+                reason: e.to_string(),
+            }
+        };
+        fn list<T: serde::de::DeserializeOwned>(
+            what: &str,
+            key: &str,
+            v: Option<&Value>,
+        ) -> Result<Vec<T>, ResultError> {
+            match v {
+                None => Ok(Vec::new()),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .enumerate()
+                    .map(|(n, item)| {
+                        T::deserialize(item).map_err(|e| ResultError {
+                            what: format!("{what}.{key}[{n}]"),
+                            reason: e.to_string(),
+                        })
+                    })
+                    .collect(),
+                Some(other) => Err(ResultError {
+                    what: format!("{what}.{key}"),
+                    reason: format!("must be an array, not {}", excerpt(&other.to_string())),
+                }),
+            }
+        }
+        Ok(WireResult {
+            cni_version: part("cniVersion")
+                .map(|v| Option::<String>::deserialize(v).map_err(at(format!("{what}.cniVersion"))))
+                .transpose()?
+                .flatten(),
+            interfaces: list(what, "interfaces", part("interfaces"))?,
+            ips: list(what, "ips", part("ips"))?,
+            routes: list(what, "routes", part("routes"))?,
+            dns: part("dns")
+                .map(|v| Dns::deserialize(v).map_err(at(format!("{what}.dns"))))
+                .transpose()?
+                .unwrap_or_default(),
+        })
+    }
+}
+
 /// Empty strings mean "absent" in documents written by Go plugins.
 fn non_empty(s: Option<String>) -> Option<String> {
     s.filter(|s| !s.is_empty())
@@ -215,10 +275,7 @@ impl CniResult {
     /// Read a result of any supported version. `what` names the document in errors
     /// (`prevResult`, `IPAM result`).
     pub fn from_value(value: &Value, what: &str) -> Result<CniResult, ResultError> {
-        let wire: WireResult = serde_json::from_value(value.clone()).map_err(|e| ResultError {
-            what: what.to_string(),
-            reason: e.to_string(),
-        })?;
+        let wire = WireResult::decode(value, what)?;
         let bad = |field: String, reason: String| ResultError {
             what: format!("{what}.{field}"),
             reason,
@@ -457,7 +514,7 @@ mod tests {
         let v = json!({"ips": "nope"});
         assert_eq!(
             CniResult::from_value(&v, "prevResult").unwrap_err().what,
-            "prevResult"
+            "prevResult.ips"
         );
     }
 

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::spec::env::Command;
+use crate::spec::error::excerpt;
 
 /// A CNI spec version this plugin can answer in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -65,7 +66,7 @@ impl fmt::Display for Version {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VersionError {
-    #[error("CNI version {requested:?} is not supported (supported: {})", Version::supported_strings().join(", "))]
+    #[error("CNI version {:?} is not supported (supported: {})", excerpt(requested), Version::supported_strings().join(", "))]
     Unsupported { requested: String },
     #[error("{command} needs CNI version {needs} or later; the configuration asks for {requested}")]
     CommandTooNew {
