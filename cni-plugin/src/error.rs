@@ -8,6 +8,7 @@ use crate::cmd::check::CheckError;
 use crate::connector::ConnectorError;
 use crate::delqueue::QueueError;
 use crate::ipam::IpamError;
+use crate::lock::LockError;
 use crate::netlink::{KernelError, NetnsError};
 use crate::spec::config::ConfigError;
 use crate::spec::env::EnvError;
@@ -39,6 +40,8 @@ pub enum Error {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Check(#[from] CheckError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error("cannot read the network configuration from stdin: {0}")]
     Stdin(std::io::Error),
     #[error("the agent programmed the endpoint but returned no addresses")]
@@ -102,7 +105,7 @@ impl Error {
                 IpamError::Plugin { error, .. } => error.code,
                 IpamError::BadResult(_) => code::DECODING_FAILURE,
             },
-            Error::Queue(_) | Error::Stdin(_) => code::IO_FAILURE,
+            Error::Queue(_) | Error::Stdin(_) | Error::Lock(_) => code::IO_FAILURE,
             Error::Check(CheckError::NoPrevResult) => code::INVALID_CONFIG,
             Error::Check(CheckError::Mismatch(_)) => code::CHECK_FAILED,
             Error::NoAddresses => code::AGENT,

@@ -18,6 +18,7 @@ pub mod delqueue;
 pub mod error;
 pub mod fault;
 pub mod ipam;
+pub mod lock;
 pub mod logging;
 pub mod netlink;
 pub mod spec;
@@ -114,6 +115,14 @@ fn execute(
     conf: &NetConf,
     input: &[u8],
 ) -> Result<Option<serde_json::Value>, Error> {
+    // ADD, DEL and CHECK of one attachment never interleave (see `lock`).
+    let _lock = match inv.command {
+        Command::Add | Command::Del | Command::Check => {
+            let id = netkit_api::EndpointId::new(inv.container_id.clone(), inv.ifname.clone());
+            Some(lock::lock(&conf.state_dir, &id)?)
+        }
+        Command::Status | Command::Gc | Command::Version => None,
+    };
     let mut kernel = RtKernel::new()?;
     let agent = SocketAgent::new(&conf.agent_socket);
     let queue = DeletionQueue::new(&conf.state_dir);

@@ -8,6 +8,7 @@
 
 mod agent;
 mod cni;
+mod concurrency;
 mod datapath;
 mod faults;
 mod restart;
