@@ -5,6 +5,7 @@ mod datapath;
 mod endpoint_name;
 mod ipam;
 mod metrics;
+mod nodes;
 mod registry;
 mod server;
 mod service;

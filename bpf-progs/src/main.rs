@@ -20,18 +20,19 @@
 #![no_main]
 
 mod conntrack;
+mod forward;
 mod packet;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     helpers::generated::{bpf_redirect, bpf_redirect_peer},
     macros::{classifier, map},
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::TcContext,
 };
 use netkit_common::{
-    ENDPOINT_F_NETKIT, ENDPOINT_F_VETH, EndpointKey, EndpointValue, MAX_ENDPOINT_ADDRS, STAT_COUNT,
-    Stat,
+    ENDPOINT_F_NETKIT, ENDPOINT_F_VETH, EndpointKey, EndpointValue, MAX_ENDPOINT_ADDRS,
+    MAX_REMOTE_ROUTES, RemoteRoute, RouteAddr, STAT_COUNT, Stat,
 };
 use packet::{Addresses, Flow, Parsed};
 
@@ -42,6 +43,12 @@ static NK_STATS: PerCpuArray<u64> = PerCpuArray::pinned(STAT_COUNT, 0);
 /// Every local pod address → the endpoint that owns it.
 #[map]
 static NK_ENDPOINTS: HashMap<EndpointKey, EndpointValue> = HashMap::pinned(MAX_ENDPOINT_ADDRS, 0);
+
+/// Other nodes' pod CIDRs: the destinations pod egress routes itself instead of passing
+/// them to the host stack. Anything else not a local pod — node addresses, Services,
+/// the Internet — is the stack's (kube-proxy, masquerade).
+#[map]
+static NK_REMOTE_ROUTES: LpmTrie<RouteAddr, RemoteRoute> = LpmTrie::pinned(MAX_REMOTE_ROUTES, 0);
 
 /// May this packet, addressed to a local pod, skip the host stack? Not when the stack
 /// translated its flow: the pod would see addresses it never talked to. `CONNTRACK`
@@ -125,8 +132,7 @@ fn pod_egress_ip<const CONNTRACK: bool>(ctx: &TcContext, addrs: &Addresses) -> i
         }
     };
     let Some(dst) = lookup_endpoint(&addrs.dst) else {
-        count(Stat::Pass);
-        return TC_ACT_OK;
+        return pod_egress_off_node::<CONNTRACK>(ctx, addrs);
     };
     if let Some(stat) = stack_must_handle::<CONNTRACK>(ctx, addrs) {
         count(stat);
@@ -154,6 +160,26 @@ fn pod_egress_ip<const CONNTRACK: bool>(ctx: &TcContext, addrs: &Addresses) -> i
     // stack route it.
     count(Stat::Pass);
     TC_ACT_OK
+}
+
+/// Pod egress to an address not on this node: another node's pods are routed here,
+/// everything else goes to the host stack.
+#[inline(always)]
+fn pod_egress_off_node<const CONNTRACK: bool>(ctx: &TcContext, addrs: &Addresses) -> i32 {
+    let key = Key::new(128, addrs.dst.addr);
+    if NK_REMOTE_ROUTES.get(&key).is_none() {
+        count(Stat::Pass);
+        return TC_ACT_OK;
+    }
+    // The same rule as for local pods: a flow the stack translated (a reply to a
+    // NodePort client that is a pod elsewhere, say) goes back through the stack.
+    if let Some(stat) = stack_must_handle::<CONNTRACK>(ctx, addrs) {
+        count(stat);
+        return TC_ACT_OK;
+    }
+    let (stat, verdict) = forward::to_remote_pod(ctx, addrs, host_ifindex(ctx));
+    count(stat);
+    verdict
 }
 
 #[classifier]

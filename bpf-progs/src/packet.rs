@@ -48,6 +48,12 @@ pub struct Addresses {
     pub sport: [u8; 2],
     pub dport: [u8; 2],
     pub flow: Flow,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
+    /// IPv4 TOS (0 for IPv6): the FIB lookup matches on it.
+    pub tos: u8,
+    /// Length of the IP packet (header included), for the FIB lookup's MTU check.
+    pub ip_len: u16,
 }
 
 impl Addresses {
@@ -59,6 +65,9 @@ impl Addresses {
             sport: [0; 2],
             dport: [0; 2],
             flow: Flow::Unverifiable,
+            ttl: 0,
+            tos: 0,
+            ip_len: 0,
         }
     }
 }
@@ -167,13 +176,14 @@ pub fn parse(ctx: &TcContext, out: &mut Addresses) -> Parsed {
             };
             out.src = EndpointKey::from_v4(src);
             out.dst = EndpointKey::from_v4(dst);
-            let (Some(first), Some(proto), Some(frag)) = (
-                read_u8(ctx, l3),
-                read_u8(ctx, l3 + 9),
-                read_array::<2>(ctx, l3 + 6),
-            ) else {
+            // The fixed header's first 12 bytes: the checks above bound only 16..24.
+            let Some(head) = read_array::<12>(ctx, l3) else {
                 return Parsed::Ip;
             };
+            let (first, proto, frag) = (head[0], head[9], [head[6], head[7]]);
+            out.tos = head[1];
+            out.ip_len = u16::from_be_bytes([head[2], head[3]]);
+            out.ttl = head[8];
             // A fragment (more-fragments set or a non-zero offset) is only whole, and
             // its flow only known, after reassembly in the stack.
             let fragment = u16::from_be_bytes(frag) & 0x3fff != 0;
@@ -200,6 +210,11 @@ pub fn parse(ctx: &TcContext, out: &mut Addresses) -> Parsed {
             };
             out.src = EndpointKey::from_v6(src);
             out.dst = EndpointKey::from_v6(dst);
+            if let Some(head) = read_array::<8>(ctx, l3) {
+                let payload = u16::from_be_bytes([head[4], head[5]]);
+                out.ip_len = payload.saturating_add(IPV6_HLEN as u16);
+                out.ttl = head[7];
+            }
             // Extension headers (fragments among them) leave the flow Unverifiable.
             classify_transport(ctx, l3 + IPV6_HLEN, next, out);
             Parsed::Ip

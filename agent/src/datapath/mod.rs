@@ -14,9 +14,13 @@ use std::net::IpAddr;
 use std::os::fd::{AsFd as _, BorrowedFd};
 use std::path::{Path, PathBuf};
 
+use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use ipnetwork::IpNetwork;
 use netkit_api::LinkMode;
-use netkit_common::{ENDPOINT_F_NETKIT, ENDPOINT_F_VETH, EndpointKey, EndpointValue, Stat};
+use netkit_common::{
+    ENDPOINT_F_NETKIT, ENDPOINT_F_VETH, EndpointKey, EndpointValue, RemoteRoute, RouteAddr, Stat,
+};
 
 pub use loader::{TranslationCheck, TranslationMode};
 pub use pins::PinLayout;
@@ -78,6 +82,7 @@ pub struct Datapath {
     _object: aya::Ebpf,
     programs: loader::Programs,
     endpoints: BpfHashMap<MapData, EndpointKey, EndpointValue>,
+    remote_routes: LpmTrie<MapData, RouteAddr, RemoteRoute>,
     stats: PerCpuArray<MapData, u64>,
 }
 
@@ -105,11 +110,18 @@ impl Datapath {
             name: "NK_STATS",
             source,
         })?;
+        let remote_routes = take_map(&mut ebpf, netkit_common::map_names::REMOTE_ROUTES)?;
+        let remote_routes =
+            LpmTrie::try_from(remote_routes).map_err(|source| DatapathError::Map {
+                name: "NK_REMOTE_ROUTES",
+                source,
+            })?;
         Ok(Datapath {
             pins,
             _object: ebpf,
             programs,
             endpoints,
+            remote_routes,
             stats,
         })
     }
@@ -214,6 +226,43 @@ impl Datapath {
         }
     }
 
+    /// Route `cidr` (another node's pods) on the fast path; `node` is where it lives.
+    pub fn set_remote_route(&mut self, cidr: IpNetwork, node: IpAddr) -> Result<()> {
+        let value = RemoteRoute {
+            node: endpoint_key(&node).addr,
+        };
+        self.remote_routes
+            .insert(&route_key(cidr), value, 0)
+            .map_err(|source| DatapathError::Map {
+                name: "NK_REMOTE_ROUTES",
+                source,
+            })
+    }
+
+    /// Stop routing `cidr` on the fast path. A missing entry is fine.
+    pub fn remove_remote_route(&mut self, cidr: IpNetwork) -> Result<()> {
+        match self.remote_routes.remove(&route_key(cidr)) {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(source) => Err(DatapathError::Map {
+                name: "NK_REMOTE_ROUTES",
+                source,
+            }),
+        }
+    }
+
+    /// The remote pod CIDRs in the map, with their nodes.
+    pub fn remote_routes(&self) -> Vec<(IpNetwork, IpAddr)> {
+        self.remote_routes
+            .iter()
+            .filter_map(|entry| entry.ok())
+            .filter_map(|(key, value)| {
+                let cidr = cidr_of(&key)?;
+                Some((cidr, addr_of(&EndpointKey { addr: value.node })))
+            })
+            .collect()
+    }
+
     /// Every counter summed over CPUs, in `Stat::ALL` order.
     pub fn counters(&self) -> Result<Vec<(Stat, u64)>> {
         Stat::ALL
@@ -284,6 +333,35 @@ pub fn endpoint_key(addr: &IpAddr) -> EndpointKey {
     }
 }
 
+/// The LPM key of a CIDR: IPv4 mapped into the 16-byte space, its prefix shifted by 96.
+fn route_key(cidr: IpNetwork) -> LpmKey<RouteAddr> {
+    match cidr {
+        IpNetwork::V4(n) => LpmKey::new(
+            96 + u32::from(n.prefix()),
+            EndpointKey::from_v4(n.network().octets()).addr,
+        ),
+        IpNetwork::V6(n) => LpmKey::new(u32::from(n.prefix()), n.network().octets()),
+    }
+}
+
+/// The CIDR an LPM key stands for (the inverse of `route_key`).
+fn cidr_of(key: &LpmKey<RouteAddr>) -> Option<IpNetwork> {
+    let prefix = u8::try_from(key.prefix_len()).ok()?;
+    let addr = EndpointKey { addr: key.data() };
+    match addr.v4() {
+        Some(v4) if prefix >= 96 => IpNetwork::new(v4.into(), prefix - 96).ok(),
+        _ => IpNetwork::new(std::net::Ipv6Addr::from(key.data()).into(), prefix).ok(),
+    }
+}
+
+/// The address an endpoint-map style key holds (IPv4-mapped → IPv4).
+fn addr_of(key: &EndpointKey) -> IpAddr {
+    match key.v4() {
+        Some(v4) => v4.into(),
+        None => std::net::Ipv6Addr::from(key.addr).into(),
+    }
+}
+
 pub fn ifindex_of(ifname: &str) -> Result<u32> {
     nix::net::if_::if_nametoindex(ifname)
         .map_err(|_| DatapathError::NoInterface(ifname.to_string()))
@@ -321,6 +399,20 @@ mod tests {
         assert!(parse_mac(Some("02:00:0a:ff:00")).is_err());
         assert!(parse_mac(Some("02:00:0a:ff:00:01:02")).is_err());
         assert!(parse_mac(Some("zz:00:0a:ff:00:01")).is_err());
+    }
+
+    #[test]
+    fn route_keys_round_trip_both_families() {
+        for text in ["10.244.1.0/24", "0.0.0.0/0", "fd00:244:1::/64", "::/0"] {
+            let cidr: IpNetwork = text.parse().unwrap();
+            assert_eq!(cidr_of(&route_key(cidr)), Some(cidr), "{text}");
+        }
+        let v4 = route_key("10.244.1.0/24".parse().unwrap());
+        assert_eq!(v4.prefix_len(), 120);
+        assert_eq!(
+            addr_of(&EndpointKey::from_v4([10, 0, 0, 1])),
+            IpAddr::from([10, 0, 0, 1])
+        );
     }
 
     #[test]

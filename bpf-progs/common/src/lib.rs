@@ -11,6 +11,7 @@
 pub mod map_names {
     pub const STATS: &str = "NK_STATS";
     pub const ENDPOINTS: &str = "NK_ENDPOINTS";
+    pub const REMOTE_ROUTES: &str = "NK_REMOTE_ROUTES";
 }
 
 /// Names of the programs in the object.
@@ -52,6 +53,12 @@ pub enum Stat {
     /// translated cannot be checked: no conntrack lookup on this kernel, or a packet the
     /// lookup cannot describe (fragments, SCTP, ICMP errors, IPv6 extension headers).
     PassUnverified = 8,
+    /// A packet for another node's pod CIDR whose FIB lookup gave no usable answer
+    /// (unreachable, forwarding disabled, fragmentation needed, …): the stack handles it.
+    PassFib = 9,
+    /// A packet for another node's pod CIDR whose TTL / hop limit would expire here: the
+    /// stack sends the ICMP time-exceeded.
+    PassTtl = 10,
 }
 
 impl Stat {
@@ -66,6 +73,8 @@ impl Stat {
         Stat::DropPolicy,
         Stat::PassTranslated,
         Stat::PassUnverified,
+        Stat::PassFib,
+        Stat::PassTtl,
     ];
 
     /// The name operators and tests see (`netkit-agent stats`, metrics labels).
@@ -80,6 +89,8 @@ impl Stat {
             Stat::DropPolicy => "drop_policy",
             Stat::PassTranslated => "pass_translated",
             Stat::PassUnverified => "pass_unverified",
+            Stat::PassFib => "pass_fib",
+            Stat::PassTtl => "pass_ttl",
         }
     }
 
@@ -89,7 +100,7 @@ impl Stat {
 }
 
 /// Number of entries in `NK_STATS`.
-pub const STAT_COUNT: u32 = 9;
+pub const STAT_COUNT: u32 = 11;
 
 /// Maximum number of addresses (endpoints × families) on one node.
 pub const MAX_ENDPOINT_ADDRS: u32 = 65_536;
@@ -150,6 +161,24 @@ pub struct EndpointValue {
 // 4 + 4 + 6 + 6: no padding, the struct's 4-byte alignment is already met.
 const _: () = assert!(core::mem::size_of::<EndpointValue>() == 20);
 
+/// Remote pod CIDRs (both families) the map holds at most.
+pub const MAX_REMOTE_ROUTES: u32 = 16_384;
+
+/// The address part of a `NK_REMOTE_ROUTES` key: 16 bytes, IPv4 mapped like
+/// `EndpointKey`, so an IPv4 /24 is stored with prefix length 96 + 24. The key proper is
+/// the LPM trie's `{ prefix_len: u32, data }` (aya's `lpm_trie::Key` on both sides).
+pub type RouteAddr = [u8; 16];
+
+/// Value of `NK_REMOTE_ROUTES`: another node's pod CIDR. The FIB decides the next hop;
+/// the node address is kept for the agent's reconciliation and for operators.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemoteRoute {
+    /// The node the CIDR lives on, IPv4-mapped like `EndpointKey`.
+    pub node: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<RemoteRoute>() == 16);
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain-old-data, `#[repr(C)]`, no padding (sizes asserted above), every bit
@@ -157,6 +186,8 @@ mod user {
     unsafe impl aya::Pod for super::EndpointKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::EndpointValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::RemoteRoute {}
 }
 
 #[cfg(test)]
