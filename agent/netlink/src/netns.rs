@@ -1,5 +1,5 @@
 //! Network namespaces without ever moving a shared thread: work that must happen
-//! inside the pod's namespace (creating a netlink socket bound to it) runs on a
+//! inside another namespace (creating a netlink socket bound to it) runs on a
 //! dedicated short-lived thread that `setns()`es and exits. A netlink socket stays
 //! bound to the namespace it was created in, so the socket outlives the thread.
 

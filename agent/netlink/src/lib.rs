@@ -1,0 +1,50 @@
+//! netkit-netlink: the one netlink crate the plugin, the agent and the test rigs use.
+//!
+//! - The async core, one module per kernel object, each a set of `async fn`s over an
+//!   [`rtnetlink::Handle`] (get one from [`connect`]) plus the pure functions that
+//!   build and decode its messages: [`link`] (with netkit/veth [`link::Pair`]s),
+//!   [`address`], [`route`] (table and protocol: [`route::RouteOwner`]), [`neighbour`]
+//!   (static and managed entries), [`sysctl`].
+//! - [`netns`]: network namespaces opened and entered without moving a shared thread.
+//! - [`error`]: [`KernelError`], naming the failed operation and its errno.
+//! - The blocking facade for synchronous callers (the plugin): the [`Kernel`] trait
+//!   ([`kernel`]), implemented over the core by [`rtnl::RtKernel`] (its own
+//!   current-thread runtime, one connection per namespace) and in memory by
+//!   `fake::FakeKernel` (feature `fake`, for unit tests).
+
+pub mod address;
+pub mod error;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
+pub mod kernel;
+pub mod link;
+pub mod neighbour;
+pub mod netns;
+pub mod route;
+pub mod rtnl;
+pub mod sysctl;
+
+pub use error::{KernelError, KernelResult};
+pub use kernel::{Kernel, Ns, default_route_link};
+pub use link::{Link, LinkKind, NetkitInfo, format_mac, meaningful_mac};
+pub use neighbour::{Neighbour, NeighbourEntry};
+pub use netns::NetnsError;
+pub use route::{Route, RouteOwner};
+pub use rtnl::RtKernel;
+
+use rtnetlink::Handle;
+
+/// A netlink connection in the calling thread's network namespace, driven by a task on
+/// the current tokio runtime; it closes when the last clone of the handle is dropped.
+/// Outside a runtime this is an error, not a panic.
+pub fn connect() -> KernelResult<Handle> {
+    let op = "open a netlink socket";
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|e| KernelError::new(op, None, e.to_string()))?;
+    let (connection, handle, _) = {
+        let _entered = runtime.enter();
+        rtnetlink::new_connection().map_err(|e| KernelError::from_io(op, &e))?
+    };
+    runtime.spawn(connection);
+    Ok(handle)
+}
