@@ -23,6 +23,8 @@ use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use netkit_netlink::link::Pair;
+use netkit_netlink::{Kernel as _, KernelError, KernelResult, Ns, RtKernel};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -282,6 +284,24 @@ impl At<'_> {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Run `f` with a netlink connection bound to this place (on a thread of its own, so
+    /// the caller may even be inside an async runtime): the place is `Ns::Host` to `f`.
+    pub fn netlink<R: Send>(
+        &self,
+        f: impl FnOnce(&mut RtKernel) -> KernelResult<R> + Send,
+    ) -> KernelResult<R> {
+        let work = || f(&mut RtKernel::new()?);
+        match self {
+            At::Host => thread::scope(|scope| {
+                scope
+                    .spawn(work)
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            }),
+            At::Ns(ns) => ns.run(work),
+        }
+    }
+
     /// Names of the links in this place, from the kernel (not sysfs, which would show the
     /// caller's namespace).
     pub fn links(&self) -> Vec<String> {
@@ -324,19 +344,25 @@ pub fn veth_pair<'a, 'b>(a: (impl Into<At<'a>>, &str), b: (impl Into<At<'b>>, &s
         );
     }
     // Create from the host side when there is one, so the end that moves is always in a
-    // Netns, which iproute2 finds by name.
+    // Netns, whose fd we hold.
     let (creator, first, peer_at, peer) = match (at_a, at_b) {
         (At::Ns(_), At::Host) => (at_b, name_b, at_a, name_a),
         _ => (at_a, name_a, at_b, name_b),
     };
-    let netns = match (creator, peer_at) {
-        (At::Ns(x), At::Ns(y)) if std::ptr::eq(x, y) => String::new(),
-        (_, At::Ns(y)) => format!("netns {}", y.name),
-        (_, At::Host) => String::new(), // both in the host
+    let peer_netns = match (creator, peer_at) {
+        (At::Ns(x), At::Ns(y)) if std::ptr::eq(x, y) => None,
+        (_, At::Ns(y)) => Some(y.fd.as_raw_fd()),
+        (_, At::Host) => None, // both in the host
     };
-    creator.ip(&format!(
-        "link add {first} type veth peer name {peer} {netns}"
-    ));
+    let pair = Pair {
+        name: first,
+        peer,
+        peer_netns,
+        attributes: &[],
+    };
+    creator
+        .netlink(|k| k.add_link(pair.veth()))
+        .unwrap_or_else(|e| panic!("creating veth pair {first} <-> {peer}: {e}"));
     // From here on the pair exists: the guard deletes a host end even if `up` fails.
     let pair = VethPair {
         a: name_a.to_owned(),
@@ -347,19 +373,30 @@ pub fn veth_pair<'a, 'b>(a: (impl Into<At<'a>>, &str), b: (impl Into<At<'b>>, &s
             _ => None,
         },
     };
-    at_a.ip(&format!("link set {name_a} up"));
-    at_b.ip(&format!("link set {name_b} up"));
+    for (at, name) in [(at_a, name_a), (at_b, name_b)] {
+        at.netlink(|k| match k.link_by_name(Ns::Host, name)? {
+            Some(link) => k.set_link_up(Ns::Host, link.index),
+            None => Err(KernelError::from_errno(
+                format!("find {name}"),
+                libc::ENODEV,
+            )),
+        })
+        .unwrap_or_else(|e| panic!("setting {name} up: {e}"));
+    }
     pair
 }
 
 impl Drop for VethPair {
     fn drop(&mut self) {
         let Some(name) = &self.host_end else { return };
-        let out = cmd::output(Command::new("ip").args(["link", "del", name]));
-        // Already gone (e.g. its peer's namespace was destroyed first) is fine.
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() && !stderr.contains("Cannot find device") {
-            report(format_args!("deleting veth {name}: {}", stderr.trim()));
+        let deleted = At::Host.netlink(|k| match k.link_by_name(Ns::Host, name)? {
+            Some(link) => k.delete_link(Ns::Host, link.index),
+            None => Ok(()),
+        });
+        match deleted {
+            // Already gone (e.g. its peer's namespace was destroyed first) is fine.
+            Err(e) if !e.is_not_found() => report(format_args!("deleting veth {name}: {e}")),
+            _ => {}
         }
     }
 }

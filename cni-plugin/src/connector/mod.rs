@@ -9,10 +9,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
 
 use netkit_api::{EndpointId, LinkMode};
-use netlink_packet_route::link::{LinkAttribute, LinkMessage};
-use rtnetlink::{LinkMessageBuilder, LinkUnspec};
+use netlink_packet_route::link::LinkAttribute;
 use sha2::{Digest as _, Sha256};
 
+use crate::netlink::link::Pair;
 use crate::netlink::{Kernel, KernelError, Link, LinkKind, Ns};
 use crate::spec::config::{BigTcp, Mode};
 
@@ -96,33 +96,31 @@ pub enum ConnectorError {
     Kernel(#[from] KernelError),
 }
 
-/// Name, MTU and BIG TCP sizes: set on each end.
-fn end_attributes<T>(
-    builder: LinkMessageBuilder<T>,
-    name: &str,
-    spec: &PairSpec<'_>,
-) -> LinkMessageBuilder<T> {
-    let big = spec.big_tcp;
-    let sizes = [
-        big.gso_max_size.map(LinkAttribute::GsoMaxSize),
-        big.gro_max_size.map(LinkAttribute::GroMaxSize),
-        big.gso_ipv4_max_size.map(LinkAttribute::GsoIpv4MaxSize),
-        big.gro_ipv4_max_size.map(LinkAttribute::GroIpv4MaxSize),
-    ];
-    sizes
-        .into_iter()
-        .flatten()
-        .fold(builder.name(name).mtu(spec.mtu), |b, attr| {
-            b.append_extra_attribute(attr)
-        })
-}
+impl PairSpec<'_> {
+    /// MTU and BIG TCP sizes: set on each end.
+    fn end_attributes(&self) -> Vec<LinkAttribute> {
+        let big = self.big_tcp;
+        let sizes = [
+            big.gso_max_size.map(LinkAttribute::GsoMaxSize),
+            big.gro_max_size.map(LinkAttribute::GroMaxSize),
+            big.gso_ipv4_max_size.map(LinkAttribute::GsoIpv4MaxSize),
+            big.gro_ipv4_max_size.map(LinkAttribute::GroIpv4MaxSize),
+        ];
+        std::iter::once(LinkAttribute::Mtu(self.mtu))
+            .chain(sizes.into_iter().flatten())
+            .collect()
+    }
 
-/// The peer's message: created straight in the pod namespace (`IFLA_NET_NS_FD`) under
-/// its final name — no temporary name, no rename, no move afterwards.
-fn peer_message(spec: &PairSpec<'_>, pod_netns: RawFd) -> LinkMessage {
-    end_attributes(LinkMessageBuilder::<LinkUnspec>::new(), spec.pod, spec)
-        .setns_by_fd(pod_netns)
-        .build()
+    /// The pair request: the peer is created straight in the pod namespace
+    /// (`IFLA_NET_NS_FD`) under its final name — no temporary name, no rename.
+    fn pair<'a>(&'a self, attributes: &'a [LinkAttribute], pod_netns: RawFd) -> Pair<'a> {
+        Pair {
+            name: self.host,
+            peer: self.pod,
+            peer_netns: Some(pod_netns),
+            attributes,
+        }
+    }
 }
 
 /// Create the pair as `mode` says and return the link mode it was made in.
@@ -213,7 +211,9 @@ pub fn check_host_link(mode: Mode, link: &Link) -> Result<LinkMode, String> {
 
 /// Unit tests: the `IFLA_LINKINFO` of a link message.
 #[cfg(test)]
-fn link_infos(msg: &LinkMessage) -> &[netlink_packet_route::link::LinkInfo] {
+fn link_infos(
+    msg: &netlink_packet_route::link::LinkMessage,
+) -> &[netlink_packet_route::link::LinkInfo] {
     msg.attributes
         .iter()
         .find_map(|a| {

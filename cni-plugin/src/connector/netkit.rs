@@ -3,29 +3,16 @@
 
 use std::os::fd::RawFd;
 
-use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoNetkit, LinkMessage, NetkitMode, NetkitPolicy,
-};
-use rtnetlink::{LinkMessageBuilder, LinkNetkit};
+use netlink_packet_route::link::{LinkMessage, NetkitMode, NetkitPolicy};
 
-use super::{PairSpec, end_attributes, peer_message};
+use super::PairSpec;
 use crate::netlink::Link;
 
 /// One `RTM_NEWLINK`: the primary in the host namespace, the peer in the pod's.
 pub fn link_message(spec: &PairSpec<'_>, pod_netns: RawFd) -> LinkMessage {
-    let info = vec![
-        InfoNetkit::Mode(NetkitMode::L3),
-        InfoNetkit::Policy(NetkitPolicy::Pass),
-        InfoNetkit::PeerPolicy(NetkitPolicy::Drop),
-        InfoNetkit::Peer(peer_message(spec, pod_netns)),
-    ];
-    end_attributes(
-        LinkMessageBuilder::<LinkNetkit>::new_with_info_kind(InfoKind::Netkit),
-        spec.host,
-        spec,
-    )
-    .set_info_data(InfoData::Netkit(info))
-    .build()
+    let attributes = spec.end_attributes();
+    spec.pair(&attributes, pod_netns)
+        .netkit(NetkitMode::L3, NetkitPolicy::Pass, NetkitPolicy::Drop)
 }
 
 /// CHECK: the host end is the primary, L3, pass, with the peer's default drop.
@@ -59,7 +46,7 @@ pub fn check(host: &Link) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use netlink_packet_route::link::{LinkAttribute, LinkInfo};
+    use netlink_packet_route::link::{InfoData, InfoKind, InfoNetkit, LinkAttribute, LinkInfo};
 
     use super::*;
     use crate::netlink::NetkitInfo;

@@ -6,23 +6,15 @@
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 
-use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkMessage};
-use rtnetlink::{LinkMessageBuilder, LinkVeth};
+use netlink_packet_route::link::LinkMessage;
 
-use super::{PairSpec, end_attributes, gateway_for, peer_message};
+use super::{PairSpec, gateway_for};
 use crate::netlink::Neighbour;
 
 /// One `RTM_NEWLINK`: the host end in the host namespace, the peer in the pod's.
 pub fn link_message(spec: &PairSpec<'_>, pod_netns: RawFd) -> LinkMessage {
-    end_attributes(
-        LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth),
-        spec.host,
-        spec,
-    )
-    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_message(
-        spec, pod_netns,
-    ))))
-    .build()
+    let attributes = spec.end_attributes();
+    spec.pair(&attributes, pod_netns).veth()
 }
 
 /// The pod's permanent neighbour entries: each family's gateway → the host end's MAC.
@@ -43,7 +35,7 @@ pub fn gateway_neighbours(pod_index: u32, host_mac: &[u8], addresses: &[IpAddr])
 
 #[cfg(test)]
 mod tests {
-    use netlink_packet_route::link::{LinkAttribute, LinkInfo};
+    use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo};
 
     use super::*;
     use crate::spec::config::BigTcp;

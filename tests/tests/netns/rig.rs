@@ -5,9 +5,8 @@ use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
-use futures::TryStreamExt;
+use netkit_netlink::{Kernel as _, Ns, RtKernel};
 use netkit_tests::netns::{At, NETNS_DIR, Netns, VethPair, unique_ifname, veth_pair, wait_until};
-use netlink_packet_route::link::LinkAttribute;
 
 /// Kernel namespace teardown is asynchronous and slower under load: generous, since the
 /// wait ends as soon as the condition holds.
@@ -63,28 +62,12 @@ fn run_sees_the_namespace_links_not_the_hosts() {
         );
     }
 
-    // The pattern for rtnetlink: open the socket inside `run`, and it stays bound to the
+    // The pattern for netlink: open the socket inside `run`, and it stays bound to the
     // namespace for the whole exchange.
-    let mut names = a.run(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("building a tokio runtime");
-        runtime.block_on(async {
-            let (connection, handle, _) =
-                rtnetlink::new_connection().expect("opening a netlink socket");
-            tokio::spawn(connection);
-            let mut links = handle.link().get().execute();
-            let mut names = Vec::new();
-            while let Some(msg) = links.try_next().await.expect("dumping links") {
-                for attr in msg.attributes {
-                    if let LinkAttribute::IfName(name) = attr {
-                        names.push(name);
-                    }
-                }
-            }
-            names
-        })
+    let mut names: Vec<String> = a.run(|| {
+        let mut kernel = RtKernel::new().expect("opening a netlink socket");
+        let links = kernel.links(Ns::Host).expect("dumping links");
+        links.into_iter().map(|l| l.name).collect()
     });
     names.sort();
     assert_eq!(

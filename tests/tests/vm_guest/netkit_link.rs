@@ -3,16 +3,15 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use futures::TryStreamExt;
-use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoNetkit, LinkAttribute, LinkInfo, LinkMessage, NetkitMode, NetkitPolicy,
-};
+use netkit_netlink::link::{self, Link, LinkKind, NetkitInfo, Pair};
+use netkit_netlink::{KernelError, KernelResult};
+use netlink_packet_route::link::{InfoKind, LinkMessage, NetkitMode, NetkitPolicy};
 use rtnetlink::{Handle, LinkMessageBuilder, LinkNetkit};
 
 use crate::in_vm;
 
-/// An rtnetlink handle with its own single-threaded runtime, so tests (and `Drop` guards) are
-/// plain synchronous code.
+/// A netlink connection with its own single-threaded runtime, so tests (and `Drop` guards)
+/// are plain synchronous code.
 struct Netlink {
     rt: tokio::runtime::Runtime,
     handle: Handle,
@@ -24,45 +23,41 @@ impl Netlink {
             .enable_all()
             .build()
             .expect("tokio runtime");
-        let handle = rt.block_on(async {
-            let (connection, handle, _) = rtnetlink::new_connection().expect("netlink socket");
-            tokio::spawn(connection);
-            handle
-        });
+        let handle = rt
+            .block_on(async { netkit_netlink::connect() })
+            .expect("netlink socket");
         Self { rt, handle }
     }
 
-    fn add(&self, message: LinkMessage) -> Result<(), rtnetlink::Error> {
-        self.rt.block_on(self.handle.link().add(message).execute())
+    fn add(&self, message: LinkMessage) -> KernelResult<()> {
+        self.rt.block_on(link::add(&self.handle, message))
     }
 
     /// RTM_NEWLINK without NLM_F_CREATE: the kernel's `changelink` (like `ip link set`).
-    fn change(&self, message: LinkMessage) -> Result<(), rtnetlink::Error> {
-        self.rt
-            .block_on(self.handle.link().change(message).execute())
+    fn change(&self, message: LinkMessage) -> KernelResult<()> {
+        self.rt.block_on(link::change(&self.handle, message))
     }
 
-    /// The link named `name` (a "get" request), or the error the kernel gave.
-    fn get(&self, name: &str) -> Result<LinkMessage, rtnetlink::Error> {
-        self.rt.block_on(async {
-            let mut links = self.handle.link().get().match_name(name).execute();
-            match links.try_next().await? {
-                Some(link) => Ok(link),
-                None => panic!("link get {name}: empty answer"),
-            }
-        })
+    /// The link named `name` (a "get" request); `None` when there is none.
+    fn get(&self, name: &str) -> KernelResult<Option<Link>> {
+        self.rt.block_on(link::by_name(&self.handle, name))
     }
 
     /// Every link (a dump request).
-    fn dump(&self) -> Vec<LinkMessage> {
+    fn dump(&self) -> Vec<Link> {
         self.rt
-            .block_on(self.handle.link().get().execute().try_collect())
+            .block_on(link::list(&self.handle))
             .expect("link dump")
     }
 
-    fn delete(&self, name: &str) -> Result<(), rtnetlink::Error> {
-        let index = self.get(name)?.header.index;
-        self.rt.block_on(self.handle.link().del(index).execute())
+    fn delete(&self, name: &str) -> KernelResult<()> {
+        match self.get(name)? {
+            Some(found) => self.rt.block_on(link::delete(&self.handle, found.index)),
+            None => Err(KernelError::from_errno(
+                format!("delete link {name}"),
+                libc::ENODEV,
+            )),
+        }
     }
 }
 
@@ -87,66 +82,13 @@ fn unique_name(prefix: &str) -> String {
     format!("{prefix}{}x{n}", std::process::id() % 100_000)
 }
 
-/// The netkit-relevant parts of a link message.
-#[derive(Debug, Default, PartialEq, Eq, Clone)]
-struct NetkitView {
-    name: String,
-    index: u32,
-    /// IFLA_LINK: for netkit, the other end's ifindex.
-    link: Option<u32>,
-    kind: Option<InfoKind>,
-    primary: Option<bool>,
-    mode: Option<NetkitMode>,
-    policy: Option<NetkitPolicy>,
-    peer_policy: Option<NetkitPolicy>,
-}
-
-fn view(message: &LinkMessage) -> NetkitView {
-    let mut v = NetkitView {
-        index: message.header.index,
-        ..NetkitView::default()
-    };
-    for attr in &message.attributes {
-        match attr {
-            LinkAttribute::IfName(name) => v.name = name.clone(),
-            LinkAttribute::Link(index) => v.link = Some(*index),
-            LinkAttribute::LinkInfo(infos) => {
-                for info in infos {
-                    match info {
-                        LinkInfo::Kind(kind) => v.kind = Some(kind.clone()),
-                        LinkInfo::Data(InfoData::Netkit(data)) => {
-                            for item in data {
-                                match item {
-                                    InfoNetkit::Primary(p) => v.primary = Some(*p),
-                                    InfoNetkit::Mode(m) => v.mode = Some(*m),
-                                    InfoNetkit::Policy(p) => v.policy = Some(*p),
-                                    InfoNetkit::PeerPolicy(p) => v.peer_policy = Some(*p),
-                                    _ => {}
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    v
-}
-
 /// The link `name` as a get request reports it, checked against what a dump reports.
-fn read_back(nl: &Netlink, name: &str) -> NetkitView {
-    let got = view(
-        &nl.get(name)
-            .unwrap_or_else(|e| panic!("link get {name}: {e}")),
-    );
-    let dumped: Vec<NetkitView> = nl
-        .dump()
-        .iter()
-        .map(view)
-        .filter(|v| v.name == name)
-        .collect();
+fn read_back(nl: &Netlink, name: &str) -> Link {
+    let got = nl
+        .get(name)
+        .unwrap_or_else(|e| panic!("link get {name}: {e}"))
+        .unwrap_or_else(|| panic!("link get {name}: no such link"));
+    let dumped: Vec<Link> = nl.dump().into_iter().filter(|l| l.name == name).collect();
     assert_eq!(
         dumped,
         vec![got.clone()],
@@ -155,8 +97,26 @@ fn read_back(nl: &Netlink, name: &str) -> NetkitView {
     got
 }
 
-fn netkit_pair(primary: &str, peer: &str) -> LinkMessageBuilder<LinkNetkit> {
-    LinkNetkit::new(primary, peer, NetkitMode::L3)
+/// The netkit settings a link reports (a panic if it reports none).
+fn netkit_of(link: &Link) -> NetkitInfo {
+    link.netkit
+        .unwrap_or_else(|| panic!("{} reports no netkit settings: {link:?}", link.name))
+}
+
+/// An L3 netkit pair request with these policies, both ends in this namespace.
+fn netkit_pair(
+    primary: &str,
+    peer: &str,
+    policy: NetkitPolicy,
+    peer_policy: NetkitPolicy,
+) -> LinkMessage {
+    Pair {
+        name: primary,
+        peer,
+        peer_netns: None,
+        attributes: &[],
+    }
+    .netkit(NetkitMode::L3, policy, peer_policy)
 }
 
 /// An L3 pair with primary policy pass and peer policy drop, as the plugin creates it;
@@ -164,12 +124,12 @@ fn netkit_pair(primary: &str, peer: &str) -> LinkMessageBuilder<LinkNetkit> {
 fn pass_drop_pair<'a>(nl: &'a Netlink, prefix: &str) -> (String, String, LinkGuard<'a>) {
     let primary = unique_name(prefix);
     let peer = format!("{primary}p");
-    nl.add(
-        netkit_pair(&primary, &peer)
-            .policy(NetkitPolicy::Pass)
-            .peer_policy(NetkitPolicy::Drop)
-            .build(),
-    )
+    nl.add(netkit_pair(
+        &primary,
+        &peer,
+        NetkitPolicy::Pass,
+        NetkitPolicy::Drop,
+    ))
     .unwrap_or_else(|e| panic!("creating netkit pair {primary}/{peer}: {e}"));
     let guard = LinkGuard {
         nl,
@@ -178,12 +138,13 @@ fn pass_drop_pair<'a>(nl: &'a Netlink, prefix: &str) -> (String, String, LinkGua
     (primary, peer, guard)
 }
 
-/// The errno of a netlink error (positive), or a panic describing what came back instead.
-fn errno(result: Result<(), rtnetlink::Error>, what: &str) -> i32 {
+/// The errno of a refused request (positive), or a panic describing what came back instead.
+fn errno(result: KernelResult<()>, what: &str) -> i32 {
     match result {
         Ok(()) => panic!("{what}: the kernel accepted it"),
-        Err(rtnetlink::Error::NetlinkError(e)) => -e.raw_code(),
-        Err(e) => panic!("{what}: expected a netlink error, got {e}"),
+        Err(e) => e
+            .errno
+            .unwrap_or_else(|| panic!("{what}: expected a netlink error, got {e}")),
     }
 }
 
@@ -199,32 +160,37 @@ fn netkit_pair_reports_mode_and_policies_on_both_ends() {
     let q = read_back(&nl, &peer);
     println!("primary: {p:?}\npeer:    {q:?}");
 
-    assert_eq!(p.kind, Some(InfoKind::Netkit), "primary kind");
-    assert_eq!(q.kind, Some(InfoKind::Netkit), "peer kind");
-    assert_eq!(p.mode, Some(NetkitMode::L3), "primary mode");
-    assert_eq!(q.mode, Some(NetkitMode::L3), "peer mode");
-    assert_eq!(p.primary, Some(true), "the primary reports itself primary");
-    assert_eq!(
-        q.primary,
-        Some(false),
-        "the peer reports itself not primary"
-    );
+    assert_eq!(p.kind, Some(LinkKind::Netkit), "primary kind");
+    assert_eq!(q.kind, Some(LinkKind::Netkit), "peer kind");
+    let (pn, qn) = (netkit_of(&p), netkit_of(&q));
+    assert_eq!(pn.mode, NetkitMode::L3, "primary mode");
+    assert_eq!(qn.mode, NetkitMode::L3, "peer mode");
+    assert!(pn.primary, "the primary reports itself primary");
+    assert!(!qn.primary, "the peer reports itself not primary");
     // Each end reports its own policy as IFLA_NETKIT_POLICY and the other end's as
     // IFLA_NETKIT_PEER_POLICY.
-    assert_eq!(p.policy, Some(NetkitPolicy::Pass), "primary's own policy");
+    assert_eq!(pn.policy, NetkitPolicy::Pass, "primary's own policy");
     assert_eq!(
-        p.peer_policy,
-        Some(NetkitPolicy::Drop),
+        pn.peer_policy,
+        NetkitPolicy::Drop,
         "peer policy seen from the primary"
     );
-    assert_eq!(q.policy, Some(NetkitPolicy::Drop), "peer's own policy");
+    assert_eq!(qn.policy, NetkitPolicy::Drop, "peer's own policy");
     assert_eq!(
-        q.peer_policy,
-        Some(NetkitPolicy::Pass),
+        qn.peer_policy,
+        NetkitPolicy::Pass,
         "primary policy seen from the peer"
     );
-    assert_eq!(p.link, Some(q.index), "primary's IFLA_LINK is the peer");
-    assert_eq!(q.link, Some(p.index), "peer's IFLA_LINK is the primary");
+    assert_eq!(
+        p.peer_index,
+        Some(q.index),
+        "primary's IFLA_LINK is the peer"
+    );
+    assert_eq!(
+        q.peer_index,
+        Some(p.index),
+        "peer's IFLA_LINK is the primary"
+    );
 }
 
 #[test]
@@ -237,16 +203,21 @@ fn kernel_enforces_netkit_policy_rules() {
     // Only pass and drop are valid default policies; redirect is a BPF verdict, not a policy.
     let bad = unique_name("nkb");
     let err = errno(
-        nl.add(
-            netkit_pair(&bad, &format!("{bad}p"))
-                .policy(NetkitPolicy::Pass)
-                .peer_policy(NetkitPolicy::Redirect)
-                .build(),
-        ),
+        nl.add(netkit_pair(
+            &bad,
+            &format!("{bad}p"),
+            NetkitPolicy::Pass,
+            NetkitPolicy::Redirect,
+        )),
         "a netkit pair with peer policy redirect",
     );
     assert_eq!(err, libc::EINVAL, "errno for peer policy redirect");
-    assert!(nl.get(&bad).is_err(), "{bad} exists after a refused create");
+    assert_eq!(
+        nl.get(&bad)
+            .unwrap_or_else(|e| panic!("link get {bad}: {e}")),
+        None,
+        "{bad} exists after a refused create"
+    );
 
     let (primary, peer, _guard) = pass_drop_pair(&nl, "nkc");
     let p_index = read_back(&nl, &primary).index;
@@ -264,8 +235,8 @@ fn kernel_enforces_netkit_policy_rules() {
     );
     assert_eq!(err, libc::EACCES, "errno for a change through the peer");
     assert_eq!(
-        read_back(&nl, &peer).policy,
-        Some(NetkitPolicy::Drop),
+        netkit_of(&read_back(&nl, &peer)).policy,
+        NetkitPolicy::Drop,
         "peer policy after a refused change"
     );
 
@@ -289,15 +260,7 @@ fn kernel_enforces_netkit_policy_rules() {
             .build(),
     )
     .unwrap_or_else(|e| panic!("changing the peer policy through the primary: {e}"));
-    let q = read_back(&nl, &peer);
-    assert_eq!(
-        q.policy,
-        Some(NetkitPolicy::Pass),
-        "peer policy after the change"
-    );
-    assert_eq!(
-        q.mode,
-        Some(NetkitMode::L3),
-        "mode after the refused change"
-    );
+    let q = netkit_of(&read_back(&nl, &peer));
+    assert_eq!(q.policy, NetkitPolicy::Pass, "peer policy after the change");
+    assert_eq!(q.mode, NetkitMode::L3, "mode after the refused change");
 }

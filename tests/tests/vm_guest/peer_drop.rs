@@ -1,15 +1,15 @@
 //! netkit's peer default-drop, observed: a pod whose programs the agent has not attached
 //! yet cannot send anything; once the agent has programmed the endpoint, it can.
 
-use std::os::fd::AsRawFd as _;
 use std::path::Path;
 use std::time::Duration;
 
 use netkit_api::{AddEndpoint, EndpointId, IpConfig, LinkMode, Request, Response};
+use netkit_netlink::link::Pair;
+use netkit_netlink::{Kernel as _, RtKernel};
 use netkit_tests::netns::{Netns, unique_ifname};
 use netkit_tests::pods::{NODE_IP, Node};
-use netlink_packet_route::link::{InfoData, InfoKind, InfoNetkit, NetkitMode, NetkitPolicy};
-use rtnetlink::{LinkMessageBuilder, LinkUnspec};
+use netlink_packet_route::link::{NetkitMode, NetkitPolicy};
 
 use crate::in_vm;
 
@@ -18,34 +18,17 @@ const POD_IP: &str = "10.61.0.77";
 /// Create an L3 netkit pair in the current netns: primary `primary` here (policy pass),
 /// peer `eth0` straight into `pod` (policy drop), as the plugin does.
 fn create_pair(primary: &str, pod: &Path) {
-    let pod_fd = std::fs::File::open(pod).expect("open pod netns");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let (connection, handle, _) = rtnetlink::new_connection().unwrap();
-        tokio::spawn(connection);
-        let peer = LinkMessageBuilder::<LinkUnspec>::new()
-            .name("eth0".to_string())
-            .setns_by_fd(pod_fd.as_raw_fd())
-            .build();
-        let message = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Netkit)
-            .name(primary.to_string())
-            .set_info_data(InfoData::Netkit(vec![
-                InfoNetkit::Mode(NetkitMode::L3),
-                InfoNetkit::Policy(NetkitPolicy::Pass),
-                InfoNetkit::PeerPolicy(NetkitPolicy::Drop),
-                InfoNetkit::Peer(peer),
-            ]))
-            .build();
-        handle
-            .link()
-            .add(message)
-            .execute()
-            .await
-            .expect("create netkit pair");
-    });
+    let mut kernel = RtKernel::new().expect("netlink socket");
+    kernel.open_pod_netns(pod).expect("open pod netns");
+    let pair = Pair {
+        name: primary,
+        peer: "eth0",
+        peer_netns: kernel.pod_netns_fd(),
+        attributes: &[],
+    };
+    kernel
+        .add_link(pair.netkit(NetkitMode::L3, NetkitPolicy::Pass, NetkitPolicy::Drop))
+        .expect("create netkit pair");
 }
 
 /// Packets the primary has received (JSON `ip -s` of the node namespace).
