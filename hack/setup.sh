@@ -9,6 +9,8 @@ BPF_LINKER_VERSION="0.13.0"
 LLVM_MAJOR="22"
 # Keep in step with BPF_TOOLCHAIN in agent/build.rs.
 BPF_NIGHTLY="nightly-2026-05-20"
+# The fuzz tier's runner (hack/fuzz.sh names the same version).
+CARGO_FUZZ_VERSION="0.13.2"
 
 APT_PACKAGES=(
     # build
@@ -75,6 +77,14 @@ if ! mount | grep -q ' /sys/fs/bpf type bpf'; then
         || die "cannot mount bpffs at /sys/fs/bpf"
 else
     echo "mounted"
+fi
+
+step "cargo-fuzz ${CARGO_FUZZ_VERSION} (the fuzz tier)"
+if cargo fuzz --version 2>/dev/null | grep -q "${CARGO_FUZZ_VERSION}"; then
+    echo "present: $(cargo fuzz --version)"
+else
+    cargo install cargo-fuzz --version "${CARGO_FUZZ_VERSION}" --locked \
+        || die "installing cargo-fuzz ${CARGO_FUZZ_VERSION} failed"
 fi
 
 step "setup complete"

@@ -8,7 +8,7 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
-ALL_TIERS=(lint unit netns multinode containerd vm)
+ALL_TIERS=(lint unit fuzz netns multinode containerd vm)
 
 usage() { echo "usage: $0 [$(IFS='|'; echo "${ALL_TIERS[*]}")]..." >&2; exit 2; }
 
@@ -49,6 +49,7 @@ run_tier() {
             cargo fmt --all --check &&
             cargo clippy "${WS[@]}" --all-targets -- -D warnings ;;
         unit) cargo test "${WS[@]}" --lib --bins ;;
+        fuzz) hack/fuzz.sh ;;
         netns) cargo test "${WS[@]}" --test netns ;;
         multinode) cargo test "${WS[@]}" --test multinode ;;
         containerd) cargo test "${WS[@]}" --test containerd ;;
