@@ -68,10 +68,10 @@ async fn start_and_reconcile(args: &RunArgs, shared: &SharedAgent) -> anyhow::Re
     let setup = Setup {
         bpffs_root: args.bpffs_root.clone(),
         translation_check: args.translation_check,
-        uplink: if args.no_uplink {
-            None
-        } else {
-            args.uplink.clone().or_else(default_route_device)
+        uplink: match &args.uplink {
+            _ if args.no_uplink => None,
+            Some(uplink) => Some(uplink.clone()),
+            None => default_route_device().await,
         },
         state_dir: args.state_dir.clone(),
         pod_cidrs: args.pod_cidrs.clone(),
@@ -129,15 +129,20 @@ async fn reconcile_loop(agent: Arc<Mutex<Agent>>) {
     }
 }
 
-/// The device of the IPv4 default route, from /proc/net/route (no netlink needed).
-fn default_route_device() -> Option<String> {
-    let table = std::fs::read_to_string("/proc/net/route").ok()?;
-    table.lines().skip(1).find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let iface = fields.next()?;
-        let destination = fields.next()?;
-        (destination == "00000000").then(|| iface.to_string())
-    })
+/// The device that carries the default route (IPv4 first); `None`, logged, when netlink
+/// cannot say.
+async fn default_route_device() -> Option<String> {
+    let found = match netkit_netlink::connect() {
+        Ok(handle) => netkit_netlink::route::default_route_link(&handle).await,
+        Err(e) => Err(e),
+    };
+    match found {
+        Ok(link) => link.map(|l| l.name),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot find the default route's device; no uplink");
+            None
+        }
+    }
 }
 
 fn init_logging(args: &RunArgs) -> anyhow::Result<()> {

@@ -303,17 +303,11 @@ fn existing(kernel: &mut dyn Kernel, ns: Ns, name: &str) -> Result<Link, KernelE
 
 /// The MTU of the device the default route leaves by (IPv4 first), else 1500.
 pub fn default_mtu(kernel: &mut dyn Kernel) -> Result<u32, KernelError> {
-    let routes = kernel.routes(Ns::Host)?;
-    let uplink = routes
-        .iter()
-        .filter(|r| r.prefix == 0 && r.oif.is_some())
-        .min_by_key(|r| r.dst.is_ipv6())
-        .and_then(|r| r.oif);
-    let mtu = match uplink {
-        Some(index) => kernel.link_by_index(Ns::Host, index)?.map(|l| l.mtu),
-        None => None,
-    };
-    Ok(mtu.filter(|m| *m >= 68).unwrap_or(FALLBACK_MTU))
+    let uplink = crate::netlink::default_route_link(kernel, Ns::Host)?;
+    Ok(uplink
+        .map(|l| l.mtu)
+        .filter(|m| *m >= 68)
+        .unwrap_or(FALLBACK_MTU))
 }
 
 /// Forwarding on (only for the families the pod uses: turning IPv6 forwarding on
