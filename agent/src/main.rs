@@ -3,6 +3,7 @@
 mod cli;
 mod datapath;
 mod endpoint_name;
+mod fault;
 mod ipam;
 mod metrics;
 mod nodes;

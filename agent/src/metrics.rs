@@ -58,7 +58,7 @@ async fn respond(path: &str, shared: &SharedAgent) -> (&'static str, String) {
         "/metrics" => {
             let ready = shared.readiness().is_ok();
             let body = match shared.agent() {
-                Some(agent) => render(Some(&*agent.lock().await), ready),
+                Some(agent) => render(Some(agent), ready),
                 None => render(None, ready),
             };
             ("200 OK", body)

@@ -17,6 +17,8 @@ use crate::shared::SharedAgent;
 /// A request larger than this is refused: the largest real one (GC with every pod of a
 /// node) is far smaller.
 const MAX_REQUEST: usize = 1 << 20;
+/// What is read and dropped of a refused request before the connection is closed.
+const DRAIN_MAX: u64 = 16 << 20;
 /// How long a client may take to send its request. The plugin and the CLI send it as
 /// soon as they are connected; the limit stops a silent or trickling client from holding
 /// a connection, its task and its buffer forever.
@@ -65,8 +67,8 @@ pub async fn serve(listener: UnixListener, agent: SharedAgent) {
 }
 
 async fn handle(stream: UnixStream, agent: SharedAgent) -> std::io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let response = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(read)).await {
+    let (mut read, mut write) = stream.into_split();
+    let response = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut read)).await {
         Ok(Ok(request)) => answer(&agent, request).await,
         Ok(Err(refused)) => Response::Error(refused),
         Err(_) => Response::Error(invalid(format!(
@@ -80,7 +82,18 @@ async fn handle(stream: UnixStream, agent: SharedAgent) -> std::io::Result<()> {
         Ok(written) => written?,
         Err(_) => return Err(std::io::Error::other("client does not read its reply")),
     }
-    write.shutdown().await
+    write.shutdown().await?;
+    // Closing a unix socket with unread bytes in it resets the connection: the client
+    // would get ECONNRESET instead of the end of the reply it is reading. So whatever
+    // is left of a refused (oversized) request is read and dropped first — bounded in
+    // time and size, so a client cannot keep the task alive by writing forever.
+    let rest = (&mut read).take(DRAIN_MAX);
+    let _ = tokio::time::timeout(
+        REPLY_TIMEOUT,
+        tokio::io::copy(&mut { rest }, &mut tokio::io::sink()),
+    )
+    .await;
+    Ok(())
 }
 
 async fn answer(shared: &SharedAgent, request: Request) -> Response {
@@ -88,7 +101,19 @@ async fn answer(shared: &SharedAgent, request: Request) -> Response {
         return Response::Status(shared.status().await);
     }
     match shared.agent() {
-        Some(agent) => agent.lock().await.handle(request),
+        // Requests run on blocking threads of their own: one that waits on the kernel
+        // (a link attach waits for an RCU grace period) holds up nobody else's.
+        Some(agent) => {
+            let agent = agent.clone();
+            tokio::task::spawn_blocking(move || agent.handle(request))
+                .await
+                .unwrap_or_else(|e| {
+                    Response::Error(ApiError::new(
+                        ErrorKind::Internal,
+                        format!("the request's task failed: {e}"),
+                    ))
+                })
+        }
         None => Response::Error(ApiError::new(
             ErrorKind::NotReady,
             shared
@@ -102,7 +127,7 @@ async fn answer(shared: &SharedAgent, request: Request) -> Response {
 /// Read one request line. Anything else — too long, not UTF-8, not JSON, not a request,
 /// or a read error — is refused with the reason, so one bad client costs the agent
 /// nothing but a reply.
-async fn read_request(read: OwnedReadHalf) -> Result<Request, ApiError> {
+async fn read_request(read: &mut OwnedReadHalf) -> Result<Request, ApiError> {
     // One byte beyond the limit tells an oversized request from one that fits.
     let mut reader = BufReader::new(read.take(MAX_REQUEST as u64 + 1));
     let mut line = Vec::new();
@@ -134,7 +159,8 @@ mod tests {
             let _ = write.write_all(&bytes).await;
             let _ = write.shutdown().await;
         });
-        let result = read_request(read).await;
+        let mut read = read;
+        let result = read_request(&mut read).await;
         writer.abort();
         result
     }

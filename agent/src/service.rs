@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use ipnetwork::IpNetwork;
 use netkit_api::{
@@ -13,23 +14,62 @@ use netkit_api::{
 };
 
 use crate::datapath::{self, Datapath, EndpointSpec};
+use crate::fault;
 use crate::ipam;
 use crate::registry::Registry;
 
+/// The agent's state and the datapath, shared by every request it serves at once.
+///
+/// Locking: `state` (registry, allocations, attachments in flight) is held only for
+/// bookkeeping — never across the slow kernel work, the link attach that waits for an RCU
+/// grace period under the rtnl lock. An attachment being added or deleted is marked in
+/// flight, so another request for the same attachment waits for it, while requests for
+/// other attachments proceed; addresses are reserved while their endpoint is in flight,
+/// so two concurrent ADDs never get the same one.
 pub struct Agent {
     datapath: Datapath,
-    registry: Registry,
     pools: Vec<IpNetwork>,
     uplink: Option<String>,
+    state: Mutex<State>,
+    /// Signalled whenever an attachment leaves `State::in_flight`.
+    settled: Condvar,
+}
+
+struct State {
+    registry: Registry,
     /// The last addresses built-in IPAM handed out (one per pool): allocation continues
     /// after them rather than reusing a just-released address.
     last_allocated: Vec<IpAddr>,
+    /// Attachments some request is changing right now.
+    in_flight: HashSet<EndpointId>,
+    /// Addresses of endpoints in flight, not yet (or no longer) in the registry.
+    reserved: HashSet<IpAddr>,
 }
 
 type ApiResult<T> = Result<T, ApiError>;
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorKind::Internal, e.to_string())
+}
+
+/// Marks an attachment in flight for its lifetime; dropping it settles the attachment
+/// and releases its reserved addresses, on every path out of a request.
+struct InFlight<'a> {
+    agent: &'a Agent,
+    id: EndpointId,
+    reserved: Vec<IpAddr>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut state = self.agent.state();
+        state.in_flight.remove(&self.id);
+        for addr in &self.reserved {
+            state.reserved.remove(addr);
+        }
+        drop(state);
+        self.agent.settled.notify_all();
+    }
 }
 
 impl Agent {
@@ -41,30 +81,62 @@ impl Agent {
     ) -> Self {
         Agent {
             datapath,
-            registry,
             pools,
             uplink,
-            last_allocated: Vec::new(),
+            state: Mutex::new(State {
+                registry,
+                last_allocated: Vec::new(),
+                in_flight: HashSet::new(),
+                reserved: HashSet::new(),
+            }),
+            settled: Condvar::new(),
+        }
+    }
+
+    /// The state. Every change to it is completed before its lock is released (a panic
+    /// mid-change would have unwound through the registry's own error handling), so a
+    /// poisoned lock is taken over rather than turned into a second panic.
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wait until no other request is changing `id`, then claim it. The claim takes the
+    /// state lock when dropped: callers lock the state *after* claiming, so that on every
+    /// path out the guard is dropped before the claim.
+    fn claim(&self, id: &EndpointId) -> InFlight<'_> {
+        let mut state = self.state();
+        while state.in_flight.contains(id) {
+            state = self
+                .settled
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        state.in_flight.insert(id.clone());
+        InFlight {
+            agent: self,
+            id: id.clone(),
+            reserved: Vec::new(),
         }
     }
 
     pub fn endpoint_count(&self) -> usize {
-        self.registry.len()
+        self.state().registry.len()
     }
 
-    pub fn handle(&mut self, request: Request) -> Response {
+    pub fn handle(&self, request: Request) -> Response {
         let result = match request {
             Request::Status => Ok(Response::Status(self.status())),
             Request::AddEndpoint(add) => self.add_endpoint(add).map(Response::Endpoint),
             Request::DelEndpoint { id } => self.del_endpoint(&id).map(|_| Response::Done),
             Request::GetEndpoint { id } => self
+                .state()
                 .registry
                 .get(&id)
                 .cloned()
                 .map(Response::Endpoint)
                 .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("no endpoint {id}"))),
             Request::ListEndpoints => Ok(Response::Endpoints {
-                endpoints: self.registry.all().cloned().collect(),
+                endpoints: self.state().registry.all().cloned().collect(),
             }),
             Request::Gc { valid } => self.gc(&valid).map(|removed| Response::Removed { removed }),
             Request::Stats => self.counters().map(|counters| Response::Stats { counters }),
@@ -76,7 +148,7 @@ impl Agent {
         AgentStatus {
             ready: true,
             version: env!("CARGO_PKG_VERSION").to_string(),
-            endpoints: self.registry.len(),
+            endpoints: self.endpoint_count(),
             mapped_addresses: self.datapath.mapped_addresses().len(),
             translation_check: self.datapath.translation_check().to_string(),
             pod_cidrs: self.pools.iter().map(|p| p.to_string()).collect(),
@@ -96,7 +168,7 @@ impl Agent {
             .collect())
     }
 
-    fn add_endpoint(&mut self, add: AddEndpoint) -> ApiResult<Endpoint> {
+    fn add_endpoint(&self, add: AddEndpoint) -> ApiResult<Endpoint> {
         let started = std::time::Instant::now();
         validate_id(&add.id)?;
         let actual = datapath::ifindex_of(&add.host_ifname)
@@ -110,19 +182,43 @@ impl Agent {
                 ),
             ));
         }
+        let mut claim = self.claim(&add.id);
+        let mut state = self.state();
         // A repeated ADD for the same attachment replaces the old one (the runtime may
         // retry after a failure we already rolled back, or after a reboot of the pod).
-        if self.registry.get(&add.id).is_some() {
-            self.del_endpoint(&add.id)?;
+        // Removing an endpoint is map and pin work only: quick enough to do here.
+        if let Some(old) = state.registry.get(&add.id).cloned() {
+            self.remove_registered(&mut state, &old)?;
+        }
+        // One endpoint per device: a second would attach a second program and map its
+        // addresses to a device that carries another pod.
+        if let Some(owner) = state
+            .registry
+            .all()
+            .find(|e| e.host_ifindex == add.host_ifindex && e.id != add.id)
+        {
+            return Err(ApiError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "{} (ifindex {}) already carries endpoint {}",
+                    add.host_ifname, add.host_ifindex, owner.id
+                ),
+            ));
         }
         let builtin_ipam = add.ips.is_empty();
         let ips = if builtin_ipam {
-            self.allocate()?
+            self.allocate(&state)?
         } else {
             add.ips.clone()
         };
         let addresses = addresses_of(&ips)?;
-        self.refuse_addresses_in_use(&add.id, &addresses)?;
+        refuse_addresses_in_use(&state, &add.id, &addresses)?;
+        state.reserved.extend(addresses.iter().copied());
+        claim.reserved = addresses.clone();
+        if builtin_ipam {
+            state.last_allocated = addresses.clone();
+        }
+        drop(state);
 
         let mut endpoint = Endpoint {
             id: add.id,
@@ -137,6 +233,7 @@ impl Agent {
             programs: Vec::new(),
         };
         let pin_name = pin_name(&endpoint.id);
+        fault::point("before-attach");
         endpoint.programs = match self.program(&endpoint, &addresses) {
             Ok(programs) => programs,
             Err(e) => {
@@ -144,13 +241,14 @@ impl Agent {
                 return Err(internal(e));
             }
         };
-        if let Err(e) = self.registry.insert(endpoint.clone()) {
+        // Attached and mapped, not yet registered, no reply sent: the worst moment to die.
+        fault::point("after-attach");
+        let inserted = self.state().registry.insert(endpoint.clone());
+        if let Err(e) = inserted {
             self.rollback_datapath(&pin_name, &addresses);
             return Err(internal(e));
         }
-        if builtin_ipam {
-            self.last_allocated = addresses;
-        }
+        drop(claim);
         tracing::info!(
             endpoint = %endpoint.id,
             host = %endpoint.host_ifname,
@@ -162,11 +260,7 @@ impl Agent {
     }
 
     /// Attach an endpoint's programs and map its addresses; returns the attachments.
-    fn program(
-        &mut self,
-        endpoint: &Endpoint,
-        addresses: &[IpAddr],
-    ) -> datapath::Result<Vec<String>> {
+    fn program(&self, endpoint: &Endpoint, addresses: &[IpAddr]) -> datapath::Result<Vec<String>> {
         let pin_name = pin_name(&endpoint.id);
         self.datapath.program_endpoint(&EndpointSpec {
             pin_name: &pin_name,
@@ -178,21 +272,22 @@ impl Agent {
         })
     }
 
-    fn rollback_datapath(&mut self, pin_name: &str, addresses: &[IpAddr]) {
+    fn rollback_datapath(&self, pin_name: &str, addresses: &[IpAddr]) {
         if let Err(e) = self.datapath.remove_endpoint(pin_name, addresses) {
             tracing::error!(error = %e, pin_name, "rollback of a failed endpoint left state behind");
         }
     }
 
-    fn allocate(&self) -> ApiResult<Vec<IpConfig>> {
-        let in_use: HashSet<IpAddr> = self
+    fn allocate(&self, state: &State) -> ApiResult<Vec<IpConfig>> {
+        let in_use: HashSet<IpAddr> = state
             .registry
             .all()
             .flat_map(|e| e.ips.iter())
             .filter_map(|ip| netkit_api::parse_cidr(&ip.address).map(|(a, _)| a))
+            .chain(state.reserved.iter().copied())
             .collect();
         let chosen =
-            ipam::allocate(&self.pools, &in_use, &self.last_allocated).map_err(|e| match e {
+            ipam::allocate(&self.pools, &in_use, &state.last_allocated).map_err(|e| match e {
                 ipam::IpamError::Exhausted(_) => {
                     ApiError::new(ErrorKind::PoolExhausted, e.to_string())
                 }
@@ -207,37 +302,30 @@ impl Agent {
             .collect())
     }
 
-    fn refuse_addresses_in_use(&self, id: &EndpointId, addresses: &[IpAddr]) -> ApiResult<()> {
-        for other in self.registry.all().filter(|e| &e.id != id) {
-            for ip in &other.ips {
-                if let Some((a, _)) = netkit_api::parse_cidr(&ip.address)
-                    && addresses.contains(&a)
-                {
-                    return Err(ApiError::new(
-                        ErrorKind::Conflict,
-                        format!("address {a} already belongs to endpoint {}", other.id),
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn del_endpoint(&mut self, id: &EndpointId) -> ApiResult<()> {
-        let Some(endpoint) = self.registry.get(id).cloned() else {
+    fn del_endpoint(&self, id: &EndpointId) -> ApiResult<()> {
+        let _claim = self.claim(id);
+        let mut state = self.state();
+        let Some(endpoint) = state.registry.get(id).cloned() else {
             return Ok(());
         };
+        self.remove_registered(&mut state, &endpoint)
+    }
+
+    /// Remove a registered endpoint from the datapath, then from the registry (so its
+    /// addresses are only free once nothing uses them). The caller holds its claim.
+    fn remove_registered(&self, state: &mut State, endpoint: &Endpoint) -> ApiResult<()> {
         let addresses = addresses_of(&endpoint.ips).unwrap_or_default();
         self.datapath
-            .remove_endpoint(&pin_name(id), &addresses)
+            .remove_endpoint(&pin_name(&endpoint.id), &addresses)
             .map_err(internal)?;
-        self.registry.remove(id).map_err(internal)?;
-        tracing::info!(endpoint = %id, "endpoint removed");
+        state.registry.remove(&endpoint.id).map_err(internal)?;
+        tracing::info!(endpoint = %endpoint.id, "endpoint removed");
         Ok(())
     }
 
-    fn gc(&mut self, valid: &[EndpointId]) -> ApiResult<Vec<EndpointId>> {
+    fn gc(&self, valid: &[EndpointId]) -> ApiResult<Vec<EndpointId>> {
         let stale: Vec<EndpointId> = self
+            .state()
             .registry
             .all()
             .map(|e| e.id.clone())
@@ -252,8 +340,8 @@ impl Agent {
     /// Bring kernel and registry into agreement. With `reprogram`, (re)attach every
     /// endpoint's programs — on start, this is what moves pinned links to the programs of
     /// a new agent build with `BPF_LINK_UPDATE`.
-    pub fn reconcile(&mut self, reprogram: bool) {
-        let endpoints: Vec<Endpoint> = self.registry.all().cloned().collect();
+    pub fn reconcile(&self, reprogram: bool) {
+        let endpoints: Vec<Endpoint> = self.state().registry.all().cloned().collect();
         for endpoint in &endpoints {
             let alive =
                 datapath::ifindex_of(&endpoint.host_ifname).ok() == Some(endpoint.host_ifindex);
@@ -271,18 +359,28 @@ impl Agent {
                 }
             }
         }
-        // Pins and map entries nobody registered: leftovers of a crash mid-change.
-        let known: HashSet<String> = self.registry.all().map(|e| pin_name(&e.id)).collect();
+        // Pins and map entries nobody registered: leftovers of a crash mid-change. Held
+        // under the state lock so no ADD is between its map writes and its registry
+        // insert meanwhile (in flight, its names and addresses count as known).
+        let state = self.state();
+        let known: HashSet<String> = state
+            .registry
+            .all()
+            .map(|e| &e.id)
+            .chain(state.in_flight.iter())
+            .map(pin_name)
+            .collect();
         for name in self.datapath.pins().pinned_endpoints() {
             if !known.contains(&name) {
                 tracing::info!(pin = %name, "removing orphaned endpoint pins");
                 self.rollback_datapath(&name, &[]);
             }
         }
-        let mapped: HashSet<_> = self
+        let mapped: HashSet<_> = state
             .registry
             .all()
             .flat_map(|e| addresses_of(&e.ips).unwrap_or_default())
+            .chain(state.reserved.iter().copied())
             .map(|a| datapath::endpoint_key(&a))
             .collect();
         for key in self.datapath.mapped_addresses() {
@@ -293,6 +391,28 @@ impl Agent {
             }
         }
     }
+}
+
+fn refuse_addresses_in_use(state: &State, id: &EndpointId, addresses: &[IpAddr]) -> ApiResult<()> {
+    if let Some(a) = addresses.iter().find(|a| state.reserved.contains(a)) {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            format!("address {a} is being given to another endpoint"),
+        ));
+    }
+    for other in state.registry.all().filter(|e| &e.id != id) {
+        for ip in &other.ips {
+            if let Some((a, _)) = netkit_api::parse_cidr(&ip.address)
+                && addresses.contains(&a)
+            {
+                return Err(ApiError::new(
+                    ErrorKind::Conflict,
+                    format!("address {a} already belongs to endpoint {}", other.id),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The pin directory of an endpoint (distinct for distinct ids; see `endpoint_name`).

@@ -9,13 +9,13 @@
 use std::sync::{Arc, OnceLock};
 
 use netkit_api::AgentStatus;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::watch;
 
 use crate::service::Agent;
 
 #[derive(Clone)]
 pub struct SharedAgent {
-    agent: Arc<OnceLock<Arc<Mutex<Agent>>>>,
+    agent: Arc<OnceLock<Arc<Agent>>>,
     /// `None` when ready, else why not.
     not_ready: Arc<watch::Sender<Option<String>>>,
 }
@@ -30,12 +30,12 @@ impl SharedAgent {
     }
 
     /// The agent, once its datapath is loaded.
-    pub fn agent(&self) -> Option<&Arc<Mutex<Agent>>> {
+    pub fn agent(&self) -> Option<&Arc<Agent>> {
         self.agent.get()
     }
 
     /// Hand over the loaded agent (once; later calls are ignored).
-    pub fn set_agent(&self, agent: Arc<Mutex<Agent>>) {
+    pub fn set_agent(&self, agent: Arc<Agent>) {
         let _ = self.agent.set(agent);
     }
 
@@ -59,7 +59,7 @@ impl SharedAgent {
     /// whether it is still starting or already shutting down.
     pub async fn status(&self) -> AgentStatus {
         let mut status = match self.agent() {
-            Some(agent) => agent.lock().await.status(),
+            Some(agent) => agent.status(),
             None => AgentStatus {
                 ready: false,
                 version: env!("CARGO_PKG_VERSION").to_string(),

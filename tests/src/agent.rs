@@ -69,7 +69,9 @@ impl Agent {
             .args(extra)
     }
 
-    fn spawn(mut cmd: Command, dirs: &AgentDirs, extra: &[&str]) -> Agent {
+    /// Start the agent from `cmd` (a Command for the agent binary, with whatever
+    /// namespace or environment the caller gave it) and wait until it answers.
+    pub fn spawn(mut cmd: Command, dirs: &AgentDirs, extra: &[&str]) -> Agent {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

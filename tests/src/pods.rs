@@ -73,6 +73,16 @@ impl Node {
         self.agent = Some(Node::start_agent(&self.ns, &self.dirs, &self.agent_args));
     }
 
+    /// Restart the agent with `env` added to its environment (fault injection).
+    pub fn restart_agent_with_env(&mut self, env: &[(&str, &str)]) {
+        self.stop_agent();
+        let mut cmd = self.ns.command(bins::agent());
+        cmd.envs(env.iter().copied());
+        let mut args = vec!["--pod-cidr", POD_CIDR4, "--pod-cidr", POD_CIDR6];
+        args.extend(self.agent_args.iter().map(String::as_str));
+        self.agent = Some(Agent::spawn(cmd, &self.dirs, &args));
+    }
+
     pub fn restart_agent(&mut self) {
         self.stop_agent();
         self.agent = Some(Node::start_agent(&self.ns, &self.dirs, &self.agent_args));

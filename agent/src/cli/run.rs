@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use ipnetwork::IpNetwork;
-use tokio::sync::Mutex;
 
 use super::RunArgs;
 use crate::datapath::{Datapath, TranslationMode};
@@ -80,7 +79,7 @@ async fn start_and_reconcile(args: &RunArgs, shared: &SharedAgent) -> anyhow::Re
     let agent = tokio::task::spawn_blocking(move || setup.start(&starting))
         .await
         .context("the startup task failed")??;
-    let agent = Arc::new(Mutex::new(agent));
+    let agent = Arc::new(agent);
     shared.set_agent(agent.clone());
     shared.set_ready();
     tracing::info!(socket = %args.socket.display(), "ready");
@@ -99,7 +98,7 @@ struct Setup {
 
 impl Setup {
     fn start(self, shared: &SharedAgent) -> anyhow::Result<Agent> {
-        let mut datapath = Datapath::open(&self.bpffs_root, self.translation_check)
+        let datapath = Datapath::open(&self.bpffs_root, self.translation_check)
             .with_context(|| format!("opening the datapath under {}", self.bpffs_root.display()))?;
         if let Some(uplink) = &self.uplink {
             datapath
@@ -113,19 +112,22 @@ impl Setup {
             &datapath.pins().endpoints_dir(),
             registry.all().map(|e| &e.id),
         );
-        let mut agent = Agent::new(datapath, registry, self.pod_cidrs, self.uplink);
+        let agent = Agent::new(datapath, registry, self.pod_cidrs, self.uplink);
         shared.set_not_ready(format!("reconciling {} endpoints", agent.endpoint_count()));
         agent.reconcile(true);
         Ok(agent)
     }
 }
 
-async fn reconcile_loop(agent: Arc<Mutex<Agent>>) {
+async fn reconcile_loop(agent: Arc<Agent>) {
     let mut tick = tokio::time::interval(RECONCILE_EVERY);
     tick.tick().await;
     loop {
         tick.tick().await;
-        agent.lock().await.reconcile(false);
+        let agent = agent.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || agent.reconcile(false)).await {
+            tracing::error!(error = %e, "the periodic reconcile failed");
+        }
     }
 }
 

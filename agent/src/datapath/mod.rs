@@ -13,6 +13,7 @@ pub mod sys;
 use std::net::IpAddr;
 use std::os::fd::{AsFd as _, BorrowedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use aya::maps::lpm_trie::{Key as LpmKey, LpmTrie};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
@@ -75,12 +76,21 @@ pub struct EndpointSpec<'a> {
 
 /// The node's datapath: pinned maps held open, and one loaded instance of the programs
 /// that every attachment shares.
+///
+/// Shared by the requests the agent serves at once: the map handles sit behind a lock
+/// held only for the map syscalls themselves, and link creation — the slow part, an RCU
+/// grace period under the rtnl lock — happens outside it.
 pub struct Datapath {
     pins: PinLayout,
-    /// The loaded object, kept for the programs aya loaded. The programs find the pod from
-    /// the packet, so they serve every attachment and are loaded and verified once.
-    _object: aya::Ebpf,
+    /// The loaded object, kept for the programs aya loaded (never touched again). The
+    /// programs find the pod from the packet, so they serve every attachment and are
+    /// loaded and verified once.
+    _object: Mutex<aya::Ebpf>,
     programs: loader::Programs,
+    maps: Mutex<Maps>,
+}
+
+struct Maps {
     endpoints: BpfHashMap<MapData, EndpointKey, EndpointValue>,
     remote_routes: LpmTrie<MapData, RouteAddr, RemoteRoute>,
     stats: PerCpuArray<MapData, u64>,
@@ -118,12 +128,22 @@ impl Datapath {
             })?;
         Ok(Datapath {
             pins,
-            _object: ebpf,
+            _object: Mutex::new(ebpf),
             programs,
-            endpoints,
-            remote_routes,
-            stats,
+            maps: Mutex::new(Maps {
+                endpoints,
+                remote_routes,
+                stats,
+            }),
         })
+    }
+
+    /// The map handles. A panic while holding them cannot leave a map half-written
+    /// (each operation is one syscall), so a poisoned lock is simply taken over.
+    fn maps(&self) -> std::sync::MutexGuard<'_, Maps> {
+        self.maps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn pins(&self) -> &PinLayout {
@@ -137,7 +157,7 @@ impl Datapath {
 
     /// Attach the uplink program at tcx ingress of `ifname`, or move an existing pinned
     /// attachment to the newly embedded program (an upgrade) without detaching it.
-    pub fn attach_uplink(&mut self, ifname: &str) -> Result<()> {
+    pub fn attach_uplink(&self, ifname: &str) -> Result<()> {
         let ifindex = ifindex_of(ifname)?;
         let pin = self.pins.uplink_link(ifname);
         let prog = self.programs.uplink_ingress.as_fd();
@@ -151,7 +171,7 @@ impl Datapath {
     /// One attach per pod: each costs an RCU grace period under the rtnl lock, the floor
     /// of a pod start. Traffic into the pod needs no program of its own — the fast path
     /// redirects into it and the stack routes to it — so the ingress hook stays empty.
-    pub fn program_endpoint(&mut self, spec: &EndpointSpec<'_>) -> Result<Vec<String>> {
+    pub fn program_endpoint(&self, spec: &EndpointSpec<'_>) -> Result<Vec<String>> {
         let (flags, egress_at) = match spec.mode {
             LinkMode::Netkit => (ENDPOINT_F_NETKIT, AttachType::NetkitPeer),
             LinkMode::Veth => (ENDPOINT_F_VETH, AttachType::TcxIngress),
@@ -164,13 +184,16 @@ impl Datapath {
         };
         // Map entries first: the egress program drops every source it cannot find, so
         // the pod's own addresses must be known before it runs.
-        for addr in spec.addresses {
-            self.endpoints
-                .insert(endpoint_key(addr), value, 0)
-                .map_err(|source| DatapathError::Map {
-                    name: "NK_ENDPOINTS",
-                    source,
-                })?;
+        {
+            let mut maps = self.maps();
+            for addr in spec.addresses {
+                maps.endpoints
+                    .insert(endpoint_key(addr), value, 0)
+                    .map_err(|source| DatapathError::Map {
+                        name: "NK_ENDPOINTS",
+                        source,
+                    })?;
+            }
         }
         let dir = self.pins.endpoint_dir(spec.pin_name);
         std::fs::create_dir_all(&dir).map_err(|source| DatapathError::Io {
@@ -193,7 +216,7 @@ impl Datapath {
 
     /// Detach an endpoint's programs (by removing their pins) and forget its addresses.
     /// Missing pieces are not errors: removal is idempotent.
-    pub fn remove_endpoint(&mut self, pin_name: &str, addresses: &[IpAddr]) -> Result<()> {
+    pub fn remove_endpoint(&self, pin_name: &str, addresses: &[IpAddr]) -> Result<()> {
         for addr in addresses {
             self.unmap(&endpoint_key(addr))?;
         }
@@ -211,12 +234,16 @@ impl Datapath {
 
     /// Addresses in the endpoint map (for reconciliation).
     pub fn mapped_addresses(&self) -> Vec<EndpointKey> {
-        self.endpoints.keys().filter_map(|k| k.ok()).collect()
+        self.maps()
+            .endpoints
+            .keys()
+            .filter_map(|k| k.ok())
+            .collect()
     }
 
     /// Delete one endpoint-map entry. A missing entry is fine: removal is idempotent.
-    pub fn unmap(&mut self, key: &EndpointKey) -> Result<()> {
-        match self.endpoints.remove(key) {
+    pub fn unmap(&self, key: &EndpointKey) -> Result<()> {
+        match self.maps().endpoints.remove(key) {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(source) => Err(DatapathError::Map {
@@ -227,11 +254,12 @@ impl Datapath {
     }
 
     /// Route `cidr` (another node's pods) on the fast path; `node` is where it lives.
-    pub fn set_remote_route(&mut self, cidr: IpNetwork, node: IpAddr) -> Result<()> {
+    pub fn set_remote_route(&self, cidr: IpNetwork, node: IpAddr) -> Result<()> {
         let value = RemoteRoute {
             node: endpoint_key(&node).addr,
         };
-        self.remote_routes
+        self.maps()
+            .remote_routes
             .insert(&route_key(cidr), value, 0)
             .map_err(|source| DatapathError::Map {
                 name: "NK_REMOTE_ROUTES",
@@ -240,8 +268,8 @@ impl Datapath {
     }
 
     /// Stop routing `cidr` on the fast path. A missing entry is fine.
-    pub fn remove_remote_route(&mut self, cidr: IpNetwork) -> Result<()> {
-        match self.remote_routes.remove(&route_key(cidr)) {
+    pub fn remove_remote_route(&self, cidr: IpNetwork) -> Result<()> {
+        match self.maps().remote_routes.remove(&route_key(cidr)) {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(source) => Err(DatapathError::Map {
@@ -253,7 +281,8 @@ impl Datapath {
 
     /// The remote pod CIDRs in the map, with their nodes.
     pub fn remote_routes(&self) -> Vec<(IpNetwork, IpAddr)> {
-        self.remote_routes
+        self.maps()
+            .remote_routes
             .iter()
             .filter_map(|entry| entry.ok())
             .filter_map(|(key, value)| {
@@ -265,11 +294,12 @@ impl Datapath {
 
     /// Every counter summed over CPUs, in `Stat::ALL` order.
     pub fn counters(&self) -> Result<Vec<(Stat, u64)>> {
+        let maps = self.maps();
         Stat::ALL
             .iter()
             .map(|stat| {
                 let per_cpu =
-                    self.stats
+                    maps.stats
                         .get(&stat.index(), 0)
                         .map_err(|source| DatapathError::Map {
                             name: "NK_STATS",

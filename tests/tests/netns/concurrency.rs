@@ -119,3 +119,44 @@ fn racing_add_del_and_check_of_one_attachment_stay_consistent() {
     assert!(pod.ns.ping(pod_ip(&r, false)), "no traffic after the races");
     drop(again);
 }
+
+/// The agent serves requests side by side: while one ADD is stuck in its attach (a
+/// fault point stalls that one request, as a slow kernel would), STATUS and another
+/// pod's ADD and DEL complete.
+#[test]
+fn a_slow_attach_holds_up_no_other_request() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut node = Node::new("ccs");
+    node.restart_agent_with_env(&[("NETKIT_AGENT_FAULT", "sleep:before-attach:5000")]);
+    let conf = node.conf(json!({}));
+    let (slow, quick) = (Pod::new("ccss"), Pod::new("ccsq"));
+    let slow_done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let slow_add = scope.spawn(|| {
+            let reply = node.cni(Call::add(&slow), &conf);
+            slow_done.store(true, Ordering::SeqCst);
+            reply
+        });
+        // Wait until the slow ADD is stalled inside the agent.
+        assert!(netkit_tests::netns::wait_until(
+            std::time::Duration::from_secs(10),
+            || node
+                .agent()
+                .log_text()
+                .contains("fault injection: stalling")
+        ));
+        let status = node.agent().cli(&["status"]);
+        assert!(status.status.success(), "STATUS failed meanwhile");
+        let quick_reply = node.cni(Call::add(&quick), &conf);
+        assert!(quick_reply.ok, "second ADD failed: {quick_reply:?}");
+        node.del(&quick.container, quick.ifname, Some(quick.ns.path()), &conf);
+        assert!(
+            !slow_done.load(Ordering::SeqCst),
+            "STATUS, ADD and DEL of another pod waited for the stalled ADD"
+        );
+        let slow_reply = slow_add.join().unwrap();
+        assert!(slow_reply.ok, "slow ADD failed: {slow_reply:?}");
+    });
+    node.del(&slow.container, slow.ifname, Some(slow.ns.path()), &conf);
+    assert!(node.endpoints().is_empty());
+}

@@ -205,3 +205,24 @@ fn an_exhausted_pool_fails_cleanly() {
         assert_nothing_left(&node, &format!("{ipam}: exhausted pool"));
     }
 }
+
+#[test]
+fn an_agent_killed_between_attach_and_reply_leaves_nothing_after_restart_and_del() {
+    let mut node = Node::new("flka");
+    for conf in [node.conf(json!({})), node.host_local_conf()] {
+        node.restart_agent_with_env(&[("NETKIT_AGENT_FAULT", "kill:after-attach")]);
+        let pod = Pod::new("flkap");
+        let reply = node.cni(Call::add(&pod), &conf);
+        assert!(!reply.ok, "ADD succeeded though the agent died: {reply:?}");
+        assert_eq!(
+            reply.code(),
+            11,
+            "the agent vanished mid-request: {reply:?}"
+        );
+        // The plugin rolled its side back and queued the endpoint's deletion; the
+        // restarted agent finds pins it never registered.
+        node.restart_agent();
+        node.del(&pod.container, pod.ifname, Some(pod.ns.path()), &conf);
+        assert_nothing_left(&node, "agent killed between attach and reply");
+    }
+}
