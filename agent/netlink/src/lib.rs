@@ -48,3 +48,12 @@ pub fn connect() -> KernelResult<Handle> {
     runtime.spawn(connection);
     Ok(handle)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn connecting_outside_a_runtime_is_an_error_not_a_panic() {
+        let e = super::connect().unwrap_err();
+        assert!(e.op.contains("netlink socket"), "{e}");
+    }
+}

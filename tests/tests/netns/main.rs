@@ -11,5 +11,6 @@ mod cni;
 mod concurrency;
 mod datapath;
 mod faults;
+mod netlink;
 mod restart;
 mod rig;
