@@ -8,6 +8,7 @@ mod ipam;
 mod metrics;
 mod nodes;
 mod registry;
+mod routing;
 mod server;
 mod service;
 mod shared;

@@ -33,6 +33,8 @@ pub struct Agent {
     state: Mutex<State>,
     /// Signalled whenever an attachment leaves `State::in_flight`.
     settled: Condvar,
+    /// How routing to other nodes stands, for `status` (see `routing`).
+    nodes_note: Mutex<Option<String>>,
 }
 
 struct State {
@@ -90,7 +92,26 @@ impl Agent {
                 reserved: HashSet::new(),
             }),
             settled: Condvar::new(),
+            nodes_note: Mutex::new(None),
         }
+    }
+
+    pub fn datapath(&self) -> &Datapath {
+        &self.datapath
+    }
+
+    /// The uplink's ifindex, when the agent has one and it exists.
+    pub fn uplink_ifindex(&self) -> Option<u32> {
+        self.uplink
+            .as_deref()
+            .and_then(|name| datapath::ifindex_of(name).ok())
+    }
+
+    pub fn set_nodes_note(&self, note: String) {
+        *self
+            .nodes_note
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(note);
     }
 
     /// The state. Every change to it is completed before its lock is released (a panic
@@ -154,6 +175,12 @@ impl Agent {
             pod_cidrs: self.pools.iter().map(|p| p.to_string()).collect(),
             uplink: self.uplink.clone(),
             reason: None,
+            nodes: self
+                .nodes_note
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            remote_routes: self.datapath.remote_routes().len(),
         }
     }
 

@@ -69,6 +69,8 @@ impl SharedAgent {
                 pod_cidrs: Vec::new(),
                 uplink: None,
                 reason: None,
+                nodes: None,
+                remote_routes: 0,
             },
         };
         let readiness = self.readiness();

@@ -78,6 +78,8 @@ impl AgentApi for FakeAgent {
                 pod_cidrs: vec!["10.22.0.0/24".into(), "fd00:22::/64".into()],
                 uplink: Some("eth0".into()),
                 reason: (!s.ready).then(|| "loading programs".to_string()),
+                nodes: None,
+                remote_routes: 0,
             })),
             Request::AddEndpoint(add) => {
                 if !s.ready {

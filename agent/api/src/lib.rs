@@ -85,6 +85,13 @@ pub struct AgentStatus {
     pub uplink: Option<String>,
     /// Why the agent is not ready, when it is not.
     pub reason: Option<String>,
+    /// Where the node list comes from, and how its last reading went ("node file
+    /// /etc/netkit/nodes.yaml: 3 nodes, 4 routes"), when the agent routes to other nodes.
+    #[serde(default)]
+    pub nodes: Option<String>,
+    /// Other nodes' pod CIDRs on the fast path (entries of the remote-route map).
+    #[serde(default)]
+    pub remote_routes: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -8,9 +8,11 @@ use std::net::IpAddr;
 
 use futures::TryStreamExt as _;
 use netlink_packet_route::AddressFamily;
+/// `NUD_*`, as netlink-packet-route names them (re-exported: callers need no netlink crate
+/// but this one).
+pub use netlink_packet_route::neighbour::NeighbourState;
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourExtFlags, NeighbourFlags, NeighbourMessage,
-    NeighbourState,
 };
 use netlink_packet_route::route::{RouteProtocol, RouteType};
 use rtnetlink::Handle;

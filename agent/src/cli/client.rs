@@ -31,6 +31,13 @@ pub fn status(args: &ClientArgs) -> anyhow::Result<ExitCode> {
         println!("pod CIDRs:  {}", status.pod_cidrs.join(", "));
         println!("uplink:     {}", status.uplink.as_deref().unwrap_or("-"));
         println!("translated: {}", status.translation_check);
+        if let Some(nodes) = &status.nodes {
+            println!("nodes:      {nodes}");
+        }
+        println!(
+            "remote:     {} pod CIDRs routed on the fast path",
+            status.remote_routes
+        );
         if let Some(reason) = &status.reason {
             println!("reason:     {reason}");
         }

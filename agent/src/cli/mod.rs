@@ -23,7 +23,8 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent: load and pin the datapath, serve the CNI plugin.
-    Run(RunArgs),
+    // Boxed: the run arguments dwarf the client ones (clippy::large_enum_variant).
+    Run(Box<RunArgs>),
     /// Is the agent ready? Exit status 0 when it is.
     Status(ClientArgs),
     /// The endpoints the agent serves.
@@ -58,6 +59,14 @@ pub struct RunArgs {
     /// through the host stack.
     #[arg(long, value_enum, default_value_t = crate::datapath::TranslationMode::Conntrack)]
     pub translation_check: crate::datapath::TranslationMode,
+    /// This node's name in the node list (with --nodes-file).
+    #[arg(long, requires = "nodes_file")]
+    pub node_name: Option<String>,
+    /// The static node file (YAML or JSON: nodes with name, addresses, podCIDRs): the
+    /// agent routes every other node's pod CIDRs, re-reading the file when it changes.
+    /// This node's own pod CIDRs feed built-in IPAM when --pod-cidr is not given.
+    #[arg(long, requires = "node_name")]
+    pub nodes_file: Option<PathBuf>,
     /// Serve /metrics, /healthz and /readyz on this address.
     #[arg(long)]
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -81,7 +90,7 @@ pub struct ClientArgs {
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run(args) => run::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => run::run(*args).map(|()| ExitCode::SUCCESS),
         Command::Status(args) => client::status(&args),
         Command::Endpoints(args) => client::endpoints(&args),
         Command::Stats(args) => client::stats(&args),

@@ -12,10 +12,11 @@ use ipnetwork::IpNetwork;
 
 use super::RunArgs;
 use crate::datapath::{Datapath, TranslationMode};
+use crate::nodes::{self, FileSource, NodeList, NodeSource};
 use crate::registry::Registry;
 use crate::service::Agent;
 use crate::shared::SharedAgent;
-use crate::{endpoint_name, metrics, server};
+use crate::{endpoint_name, metrics, routing, server};
 
 /// How often vanished links are noticed without a DEL (a pod netns destroyed under us).
 const RECONCILE_EVERY: Duration = Duration::from_secs(30);
@@ -74,6 +75,7 @@ async fn start_and_reconcile(args: &RunArgs, shared: &SharedAgent) -> anyhow::Re
         },
         state_dir: args.state_dir.clone(),
         pod_cidrs: args.pod_cidrs.clone(),
+        node: args.node_name.clone().zip(args.nodes_file.clone()),
     };
     let starting = shared.clone();
     let agent = tokio::task::spawn_blocking(move || setup.start(&starting))
@@ -83,8 +85,108 @@ async fn start_and_reconcile(args: &RunArgs, shared: &SharedAgent) -> anyhow::Re
     shared.set_agent(agent.clone());
     shared.set_ready();
     tracing::info!(socket = %args.socket.display(), "ready");
-    reconcile_loop(agent).await;
+    match args.node_name.clone().zip(args.nodes_file.clone()) {
+        Some((name, file)) => {
+            let source = FileSource::new(&file);
+            tokio::join!(
+                reconcile_loop(agent.clone()),
+                route_loop(agent, source, name)
+            );
+        }
+        None => reconcile_loop(agent).await,
+    }
     Ok(())
+}
+
+/// Follow the node source: on every new node list (and every `RECONCILE_EVERY`, to repair
+/// drift) bring the routes to the other nodes to it. A list the source cannot read is
+/// reported and the last good one stays in force.
+async fn route_loop(agent: Arc<Agent>, mut source: impl NodeSource, name: String) {
+    let mut last_good: Option<NodeList> = None;
+    let mut tick = tokio::time::interval(nodes::file::POLL_EVERY);
+    let mut last_full = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        let changed = match source.poll() {
+            Some(Ok(list)) if last_good.as_ref() != Some(&list) => {
+                last_good = Some(list);
+                true
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "the node list cannot be used; keeping the last good one");
+                agent.set_nodes_note(format!("{e} (the last good list stays in force)"));
+                false
+            }
+            _ => false,
+        };
+        if !changed && last_full.elapsed() < RECONCILE_EVERY {
+            continue;
+        }
+        last_full = tokio::time::Instant::now();
+        let Some(list) = last_good.clone() else {
+            continue;
+        };
+        let (agent, name, what) = (agent.clone(), name.clone(), source.describe());
+        if let Err(e) =
+            tokio::task::spawn_blocking(move || apply_node_list(&agent, &list, &name, &what)).await
+        {
+            tracing::error!(error = %e, "the route reconcile failed");
+        }
+    }
+}
+
+/// One reconcile of the routes to the other nodes against `list`.
+fn apply_node_list(agent: &Agent, list: &NodeList, name: &str, what: &str) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SAID_NO_MANAGED: AtomicBool = AtomicBool::new(false);
+    if list.get(name).is_none() {
+        tracing::warn!(node = name, "this node is not in the node list");
+    }
+    let (routes, unroutable) = nodes::remote_routes(list, name);
+    for why in &unroutable {
+        tracing::warn!(why, "pod CIDR not routed");
+    }
+    let mut kernel = match netkit_netlink::RtKernel::new() {
+        Ok(kernel) => kernel,
+        Err(e) => {
+            tracing::error!(error = %e, "no netlink for routing");
+            return;
+        }
+    };
+    let report = routing::reconcile(
+        &mut kernel,
+        agent.datapath(),
+        &routes,
+        agent.uplink_ifindex(),
+    );
+    if report.no_managed_neighbours && !SAID_NO_MANAGED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            "this kernel refuses managed neighbour entries (NTF_EXT_MANAGED, Linux 5.16+): \
+             routing works, next hops are resolved on first use instead"
+        );
+    }
+    for problem in &report.problems {
+        tracing::warn!(problem, "node routing");
+    }
+    if report.routes_added
+        + report.routes_removed
+        + report.neighbours_added
+        + report.neighbours_removed
+        > 0
+    {
+        tracing::info!(?report, "node routes reconciled");
+    }
+    let problems = report.problems.len() + unroutable.len();
+    agent.set_nodes_note(format!(
+        "{what}: {} nodes, {} routes{}",
+        list.nodes.len(),
+        routes.len(),
+        if problems > 0 {
+            format!(", {problems} problems (see the log)")
+        } else {
+            String::new()
+        }
+    ));
 }
 
 /// What bringing the agent up needs from the command line.
@@ -94,9 +196,29 @@ struct Setup {
     uplink: Option<String>,
     state_dir: PathBuf,
     pod_cidrs: Vec<IpNetwork>,
+    /// `--node-name` and `--nodes-file`.
+    node: Option<(String, PathBuf)>,
 }
 
 impl Setup {
+    /// Built-in IPAM's pools: `--pod-cidr`, else this node's pod CIDRs in the node file.
+    fn pools(&self) -> anyhow::Result<Vec<IpNetwork>> {
+        if !self.pod_cidrs.is_empty() {
+            return Ok(self.pod_cidrs.clone());
+        }
+        let Some((name, file)) = &self.node else {
+            return Ok(Vec::new());
+        };
+        let list = nodes::file::load(file)?;
+        let this = list.get(name).with_context(|| {
+            format!(
+                "node {name} is not in {} (needed for its pod CIDRs)",
+                file.display()
+            )
+        })?;
+        Ok(this.pod_cidrs.clone())
+    }
+
     fn start(self, shared: &SharedAgent) -> anyhow::Result<Agent> {
         let datapath = Datapath::open(&self.bpffs_root, self.translation_check)
             .with_context(|| format!("opening the datapath under {}", self.bpffs_root.display()))?;
@@ -112,7 +234,8 @@ impl Setup {
             &datapath.pins().endpoints_dir(),
             registry.all().map(|e| &e.id),
         );
-        let agent = Agent::new(datapath, registry, self.pod_cidrs, self.uplink);
+        let pools = self.pools()?;
+        let agent = Agent::new(datapath, registry, pools, self.uplink);
         shared.set_not_ready(format!("reconciling {} endpoints", agent.endpoint_count()));
         agent.reconcile(true);
         Ok(agent)

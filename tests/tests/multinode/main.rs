@@ -7,3 +7,4 @@
 )]
 
 mod rig;
+mod routing;
