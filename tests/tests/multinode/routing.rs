@@ -140,7 +140,42 @@ fn add_pod(node: &Node, name: &str) -> Pod {
 
 /// A TCP echo from `from` to a server in `to` at `addr`.
 fn tcp_echo(from: &Netns, to: &Netns, addr: IpAddr, port: u16) -> bool {
+    tcp_echo_via(
+        from,
+        to,
+        addr,
+        port,
+        &SocketAddr::new(addr, port).to_string(),
+    )
+}
+
+/// A DNAT `vip:port` → `backend` in the node's prerouting (kube-proxy's nftables mode).
+fn nft_dnat(node: &Node, vip: &str, port: u16, backend: SocketAddr) {
+    let script = format!(
+        "add table ip nk_test\n\
+         add chain ip nk_test prerouting {{ type nat hook prerouting priority dstnat; }}\n\
+         add rule ip nk_test prerouting ip daddr {vip} tcp dport {port} dnat to {backend}\n"
+    );
+    let mut child = node
+        .spawn("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("nft");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "nft DNAT failed");
+}
+
+/// A TCP echo: a server in `to` on `addr:port`, a client in `from` connecting to
+/// `connect` (a Service address the node translates to the server).
+fn tcp_echo_via(from: &Netns, to: &Netns, addr: IpAddr, port: u16, connect: &str) -> bool {
     let sa = SocketAddr::new(addr, port);
+    let connect: SocketAddr = connect.parse().unwrap();
     let listener = to.run(move || TcpListener::bind(sa).expect("bind"));
     let server = std::thread::spawn(move || {
         let (mut c, _) = listener.accept().expect("accept");
@@ -149,7 +184,7 @@ fn tcp_echo(from: &Netns, to: &Netns, addr: IpAddr, port: u16) -> bool {
         c.write_all(&buf).expect("echo");
     });
     let echoed = from.run(move || {
-        let mut c = TcpStream::connect_timeout(&sa, Duration::from_secs(5)).ok()?;
+        let mut c = TcpStream::connect_timeout(&connect, Duration::from_secs(5)).ok()?;
         c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         c.write_all(b"hello").ok()?;
         let mut buf = [0u8; 5];
@@ -298,6 +333,55 @@ fn pods_on_three_nodes_reach_each_other_on_the_fast_path_and_follow_the_node_fil
         hops,
         "node0's managed neighbour entries"
     );
+
+    // A Service on node0 whose backend is a pod on node1 (kube-proxy's DNAT, no
+    // masquerade): the backend's replies arrive over the wire for a local pod, and only
+    // node0's stack can turn the backend's address back into the Service's.
+    let backend = &pods[1][0];
+    nft_dnat(
+        node0,
+        "10.96.7.7",
+        80,
+        SocketAddr::new(backend.ip(false), 8080),
+    );
+    let translated_before = counter(node0, "pass_translated");
+    assert!(
+        tcp_echo_via(
+            &pods[0][0].ns,
+            &backend.ns,
+            backend.ip(false),
+            8080,
+            "10.96.7.7:80"
+        ),
+        "a connection to a Service with a remote backend failed"
+    );
+    assert!(
+        counter(node0, "pass_translated") > translated_before,
+        "the remote backend's replies were not handed to node0's stack"
+    );
+
+    // An agent crash and restart on node1 loses no cross-node packet.
+    let target = pods[1][0].ip(false).to_string();
+    let ping = pods[0][0]
+        .ns
+        .command("ping")
+        .args(["-i", "0.005", "-c", "600", "-w", "15", "-q", &target])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    if let Some(mut agent) = cluster.nodes[1].agent.take() {
+        agent.kill().unwrap();
+        agent.wait().unwrap();
+    }
+    start_agent(&mut cluster.nodes[1], &file);
+    let out = ping.wait_with_output().unwrap();
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        summary.contains("600 packets transmitted, 600 received"),
+        "cross-node packets lost while node1's agent restarted: {summary}"
+    );
+    let node0 = &cluster.nodes[0];
 
     // Foreign state on node0 that must survive everything below.
     node0.netns.ip(&format!(

@@ -207,13 +207,17 @@ fn spoofed_sources_are_dropped_and_counted() {
     s.node.add(&a, &s.conf);
     let rb = s.node.add(&b, &s.conf);
     let agent = s.node.agent();
-    let b_ip = pod_ip(&rb, false);
-    // A pod claiming an address nobody owns, then claiming its neighbour's.
+    let (b_ip, b_ip6) = (pod_ip(&rb, false), pod_ip(&rb, true));
+    // A pod claiming an address nobody owns, then claiming its neighbour's: both
+    // families.
     for (claimed, target) in [
         ("10.61.0.250".to_string(), b_ip.clone()),
         (b_ip.clone(), "198.18.0.2".to_string()),
+        ("fd00:61::fa".to_string(), b_ip6.clone()),
+        (b_ip6.clone(), "fd00:99::1".to_string()),
     ] {
-        a.ns.ip(&format!("addr add {claimed}/32 dev eth0"));
+        let prefix = if claimed.contains(':') { 128 } else { 32 };
+        a.ns.ip(&format!("addr add {claimed}/{prefix} dev eth0 nodad"));
         let before = agent.counter("drop_spoof");
         let out =
             a.ns.command("ping")
@@ -229,7 +233,40 @@ fn spoofed_sources_are_dropped_and_counted() {
             after >= before + 3,
             "spoofed packets from {claimed} not counted: {before} -> {after}"
         );
-        a.ns.ip(&format!("addr del {claimed}/32 dev eth0"));
+        a.ns.ip(&format!("addr del {claimed}/{prefix} dev eth0"));
+    }
+}
+
+/// What a pod must not reach on its node: the agent's socket is root-only (0600), and the
+/// metrics port, bound to the node's loopback as documented, is not reachable from a pod.
+#[test]
+fn a_pod_reaches_neither_the_agent_socket_nor_the_metrics_port() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut node = Node::new("dpsec");
+    node.agent_args
+        .extend(["--metrics-addr".to_string(), "127.0.0.1:9964".to_string()]);
+    node.restart_agent();
+    let conf = node.conf(json!({}));
+    let a = Pod::new("dpseca");
+    node.add(&a, &conf);
+    let mode = std::fs::metadata(node.dirs.socket())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "agent socket mode {mode:o}");
+    // The node itself answers on its loopback…
+    let node_side = node.ns.run(|| {
+        TcpStream::connect_timeout(&"127.0.0.1:9964".parse().unwrap(), Duration::from_secs(2))
+            .is_ok()
+    });
+    assert!(node_side, "the metrics port is not up on the node");
+    // …a pod reaches nothing there: not through its own loopback, not via the node's
+    // addresses.
+    for target in ["127.0.0.1:9964", "192.0.2.1:9964"] {
+        let reached = a.ns.run(move || {
+            TcpStream::connect_timeout(&target.parse().unwrap(), Duration::from_secs(2)).is_ok()
+        });
+        assert!(!reached, "a pod reached the metrics port at {target}");
     }
 }
 

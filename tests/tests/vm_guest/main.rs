@@ -15,6 +15,9 @@ mod peer_drop;
 // The restart suite too: netkit links are swapped with BPF_LINK_UPDATE like tcx ones.
 #[path = "../netns/restart.rs"]
 mod restart;
+// Cross-node: the nodes are namespaces inside the VM, their pods on netkit.
+#[path = "../multinode/routing.rs"]
+mod multinode_routing;
 
 /// The line every test prints when it skips; the host-side `vm` test fails if it sees it.
 pub const SKIP_LINE: &str = "skip: not inside the netkit VM (run via the vm tier)";
