@@ -284,22 +284,27 @@ impl At<'_> {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Run `f` with a netlink connection bound to this place (on a thread of its own, so
-    /// the caller may even be inside an async runtime): the place is `Ns::Host` to `f`.
+    /// Run `f` with a netlink connection bound to this place (`Ns::Host` to `f`). The
+    /// connection's runtime is built on a thread of the test process's own namespace, so
+    /// the caller may even be inside an async runtime, and no runtime is ever built
+    /// inside a Netns (tokio would keep it alive: see `netkit_netlink::netns`).
     pub fn netlink<R: Send>(
         &self,
         f: impl FnOnce(&mut RtKernel) -> KernelResult<R> + Send,
     ) -> KernelResult<R> {
-        let work = || f(&mut RtKernel::new()?);
-        match self {
-            At::Host => thread::scope(|scope| {
-                scope
-                    .spawn(work)
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            }),
-            At::Ns(ns) => ns.run(work),
-        }
+        let work = || {
+            let mut kernel = match self {
+                At::Host => RtKernel::new()?,
+                At::Ns(ns) => RtKernel::in_netns(ns.path())?,
+            };
+            f(&mut kernel)
+        };
+        thread::scope(|scope| {
+            scope
+                .spawn(work)
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
     }
 
     /// Names of the links in this place, from the kernel (not sysfs, which would show the

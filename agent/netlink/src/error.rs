@@ -42,6 +42,19 @@ impl KernelError {
         }
     }
 
+    /// A namespace that could not be opened or entered, with the errno behind it.
+    pub fn from_netns(op: impl Into<String>, e: &crate::netns::NetnsError) -> KernelError {
+        use crate::netns::NetnsError;
+        let errno = match e {
+            NetnsError::NotFound { .. } => Some(libc::ENOENT),
+            NetnsError::NotNetns { .. } => Some(libc::EINVAL),
+            NetnsError::Open { source, .. } => source.raw_os_error(),
+            NetnsError::Enter { source, .. } => Some(*source as i32),
+            NetnsError::IsOwn { .. } | NetnsError::ThreadPanicked { .. } => None,
+        };
+        KernelError::new(op, errno, e.to_string())
+    }
+
     /// A request we refuse to send: the kernel would answer `EINVAL`.
     pub fn invalid(op: impl Into<String>, why: impl std::fmt::Display) -> KernelError {
         KernelError::new(op, Some(libc::EINVAL), why.to_string())

@@ -32,6 +32,8 @@ pub use netns::NetnsError;
 pub use route::{Route, RouteOwner};
 pub use rtnl::RtKernel;
 
+use std::path::Path;
+
 use rtnetlink::Handle;
 
 /// A netlink connection in the calling thread's network namespace, driven by a task on
@@ -49,11 +51,42 @@ pub fn connect() -> KernelResult<Handle> {
     Ok(handle)
 }
 
+/// [`connect`], with the socket in the network namespace at `path` (made by a helper
+/// thread there; the calling thread stays where it is).
+pub fn connect_in(path: &Path) -> KernelResult<Handle> {
+    let op = || format!("open a netlink socket in {}", path.display());
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|e| KernelError::new(op(), None, e.to_string()))?;
+    netns::open_any(path)
+        .and_then(|fd| netns::connect_in(path, &fd, &runtime))
+        .map_err(|e| KernelError::from_netns(op(), &e))
+}
+
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     #[test]
     fn connecting_outside_a_runtime_is_an_error_not_a_panic() {
         let e = super::connect().unwrap_err();
         assert!(e.op.contains("netlink socket"), "{e}");
+        let e = super::connect_in(Path::new("/proc/self/ns/net")).unwrap_err();
+        assert!(e.op.contains("/proc/self/ns/net"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_namespace_is_enoent() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let e = rt
+            .block_on(async { super::connect_in(Path::new("/nonexistent/netns")) })
+            .unwrap_err();
+        assert!(e.is(libc::ENOENT), "{e}");
+        let e = match super::RtKernel::in_netns(Path::new("/nonexistent/netns")) {
+            Ok(_) => panic!("a kernel in a missing namespace"),
+            Err(e) => e,
+        };
+        assert!(e.is_not_found(), "{e}");
     }
 }

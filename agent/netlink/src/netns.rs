@@ -2,6 +2,11 @@
 //! inside another namespace (creating a netlink socket bound to it) runs on a
 //! dedicated short-lived thread that `setns()`es and exits. A netlink socket stays
 //! bound to the namespace it was created in, so the socket outlives the thread.
+//!
+//! Only the socket is made in the other namespace, never a tokio runtime: the first
+//! runtime with I/O a process builds opens tokio's process-wide signal socketpair in
+//! the namespace of the building thread and keeps it until exit, which would keep that
+//! namespace alive after everything else let go of it.
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
@@ -32,15 +37,7 @@ pub enum NetnsError {
 /// Open a network namespace file, refusing the plugin's own namespace (the runtime
 /// must hand us the pod's, and wiring the host to itself would be destructive).
 pub fn open(path: &Path) -> Result<OwnedFd, NetnsError> {
-    let file = File::open(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => NetnsError::NotFound {
-            path: path.to_path_buf(),
-        },
-        _ => NetnsError::Open {
-            path: path.to_path_buf(),
-            source,
-        },
-    })?;
+    let file = open_file(path)?;
     let theirs = file.metadata().map_err(|source| NetnsError::Open {
         path: path.to_path_buf(),
         source,
@@ -54,6 +51,23 @@ pub fn open(path: &Path) -> Result<OwnedFd, NetnsError> {
         });
     }
     Ok(OwnedFd::from(file))
+}
+
+/// Open a network namespace file, whichever namespace it is.
+pub fn open_any(path: &Path) -> Result<OwnedFd, NetnsError> {
+    open_file(path).map(OwnedFd::from)
+}
+
+fn open_file(path: &Path) -> Result<File, NetnsError> {
+    File::open(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => NetnsError::NotFound {
+            path: path.to_path_buf(),
+        },
+        _ => NetnsError::Open {
+            path: path.to_path_buf(),
+            source,
+        },
+    })
 }
 
 /// Run `f` on a fresh thread inside the namespace `fd`; the calling thread stays
@@ -82,6 +96,26 @@ where
             })
         })
     })
+}
+
+/// A netlink connection whose socket lives in the namespace `fd` (made by a helper
+/// thread there), driven by a task on `runtime`.
+pub fn connect_in(
+    path: &Path,
+    fd: &OwnedFd,
+    runtime: &tokio::runtime::Handle,
+) -> Result<rtnetlink::Handle, NetnsError> {
+    let rt = runtime.clone();
+    let made = run_in(path, fd, move || {
+        let _entered = rt.enter();
+        rtnetlink::new_connection()
+    })?;
+    let (connection, handle, _) = made.map_err(|source| NetnsError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    runtime.spawn(connection);
+    Ok(handle)
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 //!
 //! Do not call it from inside an async task: `block_on` would panic there. From async
 //! code use the core modules ([`crate::link`], [`crate::route`], …) over
-//! [`crate::connect`]'s handle instead.
+//! [`crate::connect`]'s handle instead. Build it in the process's own namespace and
+//! reach others with [`RtKernel::in_netns`] / [`Kernel::open_pod_netns`] (see
+//! [`crate::netns`] for why a runtime must not be built inside another namespace).
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -38,17 +40,28 @@ struct PodNs {
 impl RtKernel {
     /// Connect to the host namespace (the caller's own).
     pub fn new() -> KernelResult<RtKernel> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(|e| KernelError::from_io("start the netlink runtime", &e))?;
+        let rt = runtime()?;
         let (connection, host, _) = {
             let _entered = rt.enter();
             rtnetlink::new_connection()
                 .map_err(|e| KernelError::from_io("open a netlink socket", &e))?
         };
         rt.spawn(connection);
+        Ok(RtKernel {
+            rt,
+            host,
+            pod: None,
+        })
+    }
+
+    /// Treat the namespace at `path` as the host namespace: the runtime is built on
+    /// the calling thread, only the netlink socket is made in `path`.
+    pub fn in_netns(path: &Path) -> KernelResult<RtKernel> {
+        let rt = runtime()?;
+        let op = || format!("open a netlink socket in {}", path.display());
+        let host = netns::open_any(path)
+            .and_then(|fd| netns::connect_in(path, &fd, rt.handle()))
+            .map_err(|e| KernelError::from_netns(op(), &e))?;
         Ok(RtKernel {
             rt,
             host,
@@ -80,19 +93,19 @@ impl RtKernel {
     }
 }
 
+/// The current-thread runtime a facade drives the core with.
+fn runtime() -> KernelResult<Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| KernelError::from_io("start the netlink runtime", &e))
+}
+
 impl Kernel for RtKernel {
     fn open_pod_netns(&mut self, path: &Path) -> Result<(), NetnsError> {
         let fd = netns::open(path)?;
-        let rt = self.rt.handle().clone();
-        let made = netns::run_in(path, &fd, move || {
-            let _entered = rt.enter();
-            rtnetlink::new_connection()
-        })?;
-        let (connection, handle, _) = made.map_err(|source| NetnsError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        self.rt.spawn(connection);
+        let handle = netns::connect_in(path, &fd, self.rt.handle())?;
         self.pod = Some(PodNs { handle, fd });
         Ok(())
     }

@@ -37,8 +37,8 @@ fn joined() -> (Netns, Netns, u32, u32) {
     let _ = veth_pair((&a, "v0"), (&b, "v0"));
     let mut index = [0; 2];
     for (n, ns) in [&a, &b].into_iter().enumerate() {
-        index[n] = ns.run(|| {
-            let mut k = RtKernel::new().expect("netlink");
+        index[n] = {
+            let mut k = RtKernel::in_netns(ns.path()).expect("netlink");
             let v0 = k.link_by_name(Ns::Host, "v0").unwrap().expect("v0");
             k.add_address(Ns::Host, v0.index, ip(&format!("192.0.2.{}", n + 1)), 24)
                 .unwrap();
@@ -60,7 +60,7 @@ fn joined() -> (Netns, Netns, u32, u32) {
                 "{have:?}"
             );
             v0.index
-        });
+        };
     }
     (a, b, index[0], index[1])
 }
@@ -77,8 +77,8 @@ fn routes_with_our_protocol_are_ours_alone() {
     a.ip("route add 10.244.9.0/24 via 192.0.2.2 dev v0");
     let foreign = via("10.244.9.0", 24, "192.0.2.2", v0);
 
-    a.run(|| {
-        let mut k = RtKernel::new().expect("netlink");
+    {
+        let mut k = RtKernel::in_netns(a.path()).expect("netlink");
         k.add_owned_route(Ns::Host, OURS, &ours4).unwrap();
         k.add_owned_route(Ns::Host, OURS, &ours6).unwrap();
         k.add_owned_route(Ns::Host, table, &ours4).unwrap();
@@ -122,7 +122,7 @@ fn routes_with_our_protocol_are_ours_alone() {
         assert_eq!(k.owned_routes(Ns::Host, OURS).unwrap(), []);
         let e = k.delete_owned_route(Ns::Host, OURS, &ours6).unwrap_err();
         assert!(e.is_not_found(), "{e}");
-    });
+    }
 
     // iproute2 agrees on the table and the protocol.
     let shown = a.ip(&format!("route show table 1000 proto {PROTO}"));
@@ -138,21 +138,18 @@ fn routes_with_our_protocol_are_ours_alone() {
 #[test]
 fn managed_neighbours_are_resolved_by_the_kernel() {
     let (a, b, v0, _) = joined();
-    let b_mac = b.run(|| {
-        let mut k = RtKernel::new().expect("netlink");
-        k.link_by_name(Ns::Host, "v0")
-            .unwrap()
-            .unwrap()
-            .mac
-            .unwrap()
-    });
+    let b_mac = RtKernel::in_netns(b.path())
+        .expect("netlink")
+        .link_by_name(Ns::Host, "v0")
+        .unwrap()
+        .unwrap()
+        .mac
+        .unwrap();
     let hops = [ip("192.0.2.2"), ip("fd00:6e6b:ff::2")];
 
-    let added: KernelResult<()> = a.run(|| {
-        let mut k = RtKernel::new().expect("netlink");
-        hops.iter().try_for_each(|hop| {
-            k.replace_neighbour_entry(Ns::Host, &NeighbourEntry::managed(v0, *hop, Some(PROTO)))
-        })
+    let mut k = RtKernel::in_netns(a.path()).expect("netlink");
+    let added: KernelResult<()> = hops.iter().try_for_each(|hop| {
+        k.replace_neighbour_entry(Ns::Host, &NeighbourEntry::managed(v0, *hop, Some(PROTO)))
     });
     if let Err(e) = &added
         && e.is(libc::EINVAL)
@@ -164,17 +161,14 @@ fn managed_neighbours_are_resolved_by_the_kernel() {
 
     // Read back with their flags; the kernel resolves them to b's MAC by itself.
     let resolved = wait_until(Duration::from_secs(10), || {
-        a.run(|| {
-            let mut k = RtKernel::new().expect("netlink");
-            let entries = k.neighbour_entries(Ns::Host, Some(v0)).unwrap();
-            hops.iter().all(|hop| {
-                entries.iter().any(|n| {
-                    n.ip == *hop
-                        && n.managed
-                        && n.extern_learned
-                        && n.protocol == Some(PROTO)
-                        && n.mac.as_deref() == Some(b_mac.as_slice())
-                })
+        let entries = k.neighbour_entries(Ns::Host, Some(v0)).unwrap();
+        hops.iter().all(|hop| {
+            entries.iter().any(|n| {
+                n.ip == *hop
+                    && n.managed
+                    && n.extern_learned
+                    && n.protocol == Some(PROTO)
+                    && n.mac.as_deref() == Some(b_mac.as_slice())
             })
         })
     });
@@ -191,63 +185,66 @@ fn managed_neighbours_are_resolved_by_the_kernel() {
         );
     }
 
-    a.run(|| {
-        let mut k = RtKernel::new().expect("netlink");
-        let e = k
-            .add_neighbour_entry(Ns::Host, &NeighbourEntry::managed(v0, hops[0], None))
-            .unwrap_err();
-        assert!(e.is(libc::EEXIST), "{e}");
-        for hop in hops {
-            k.delete_neighbour(Ns::Host, v0, hop).unwrap();
-            let e = k.delete_neighbour(Ns::Host, v0, hop).unwrap_err();
-            assert!(e.is_not_found(), "{e}");
-        }
-        let left = k.neighbour_entries(Ns::Host, Some(v0)).unwrap();
-        assert!(left.iter().all(|n| !n.managed), "{left:?}");
-    });
+    let e = k
+        .add_neighbour_entry(Ns::Host, &NeighbourEntry::managed(v0, hops[0], None))
+        .unwrap_err();
+    assert!(e.is(libc::EEXIST), "{e}");
+    for hop in hops {
+        k.delete_neighbour(Ns::Host, v0, hop).unwrap();
+        let e = k.delete_neighbour(Ns::Host, v0, hop).unwrap_err();
+        assert!(e.is_not_found(), "{e}");
+    }
+    let left = k.neighbour_entries(Ns::Host, Some(v0)).unwrap();
+    assert!(left.iter().all(|n| !n.managed), "{left:?}");
 }
 
 #[test]
 fn async_callers_delete_links_by_index_and_find_the_default_route() {
     let ns = Netns::new("nlx");
-    ns.run(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let h = netkit_netlink::connect().expect("netlink");
-            let pair = Pair {
-                name: "x0",
-                peer: "x1",
-                peer_netns: None,
-                attributes: &[netlink_packet_route::link::LinkAttribute::Mtu(1400)],
-            };
-            link::add(&h, pair.veth()).await.unwrap();
-            let x0 = link::by_name(&h, "x0").await.unwrap().expect("x0");
-            let x1 = link::by_name(&h, "x1").await.unwrap().expect("x1");
-            assert_eq!((x0.mtu, x1.mtu), (1400, 1400));
-            assert_eq!(x0.peer_index, Some(x1.index));
+    // The runtime is built here, in the test's own namespace; only the socket is in `ns`.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let h = netkit_netlink::connect_in(ns.path()).expect("netlink");
+        let pair = Pair {
+            name: "x0",
+            peer: "x1",
+            peer_netns: None,
+            attributes: &[netlink_packet_route::link::LinkAttribute::Mtu(1400)],
+        };
+        link::add(&h, pair.veth()).await.unwrap();
+        let x0 = link::by_name(&h, "x0").await.unwrap().expect("x0");
+        let x1 = link::by_name(&h, "x1").await.unwrap().expect("x1");
+        assert_eq!((x0.mtu, x1.mtu), (1400, 1400));
+        assert_eq!(x0.peer_index, Some(x1.index));
 
-            assert_eq!(route::default_route_link(&h).await.unwrap(), None);
-            link::set_up(&h, x0.index).await.unwrap();
-            let gw = Route {
-                dst: ip("0.0.0.0"),
-                prefix: 0,
-                gateway: Some(ip("192.0.2.1")),
-                oif: Some(x0.index),
-                onlink: true,
-            };
-            route::add(&h, RouteOwner::MAIN_STATIC, &gw).await.unwrap();
-            let found = route::default_route_link(&h).await.unwrap();
-            assert_eq!(found.map(|l| l.name).as_deref(), Some("x0"));
+        assert_eq!(route::default_route_link(&h).await.unwrap(), None);
+        link::set_up(&h, x0.index).await.unwrap();
+        let gw = Route {
+            dst: ip("0.0.0.0"),
+            prefix: 0,
+            gateway: Some(ip("192.0.2.1")),
+            oif: Some(x0.index),
+            onlink: true,
+        };
+        route::add(&h, RouteOwner::MAIN_STATIC, &gw).await.unwrap();
+        let found = route::default_route_link(&h).await.unwrap();
+        assert_eq!(found.map(|l| l.name).as_deref(), Some("x0"));
 
-            // Deleting one end takes the pair, and with it the route.
-            link::delete(&h, x0.index).await.unwrap();
-            assert_eq!(link::by_index(&h, x1.index).await.unwrap(), None);
-            assert_eq!(route::default_route_link(&h).await.unwrap(), None);
-            let e = link::delete(&h, x0.index).await.unwrap_err();
-            assert!(e.is_not_found(), "{e}");
-        });
+        // Deleting one end takes the pair, and with it the route.
+        link::delete(&h, x0.index).await.unwrap();
+        assert_eq!(link::by_index(&h, x1.index).await.unwrap(), None);
+        assert_eq!(route::default_route_link(&h).await.unwrap(), None);
+        let e = link::delete(&h, x0.index).await.unwrap_err();
+        assert!(e.is_not_found(), "{e}");
     });
+    // Not a link of ours leaked into the test's own namespace.
+    assert!(
+        !netkit_tests::netns::At::Host
+            .links()
+            .iter()
+            .any(|l| l == "x0" || l == "x1")
+    );
 }

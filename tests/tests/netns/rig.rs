@@ -62,13 +62,15 @@ fn run_sees_the_namespace_links_not_the_hosts() {
         );
     }
 
-    // The pattern for netlink: open the socket inside `run`, and it stays bound to the
-    // namespace for the whole exchange.
-    let mut names: Vec<String> = a.run(|| {
-        let mut kernel = RtKernel::new().expect("opening a netlink socket");
-        let links = kernel.links(Ns::Host).expect("dumping links");
-        links.into_iter().map(|l| l.name).collect()
-    });
+    // Netlink in a namespace: only the socket is made there (a tokio runtime built inside
+    // `run` would keep the namespace alive), and it stays bound to it.
+    let mut kernel = RtKernel::in_netns(a.path()).expect("opening a netlink socket");
+    let mut names: Vec<String> = kernel
+        .links(Ns::Host)
+        .expect("dumping links")
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
     names.sort();
     assert_eq!(
         names,

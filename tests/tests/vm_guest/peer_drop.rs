@@ -15,10 +15,10 @@ use crate::in_vm;
 
 const POD_IP: &str = "10.61.0.77";
 
-/// Create an L3 netkit pair in the current netns: primary `primary` here (policy pass),
-/// peer `eth0` straight into `pod` (policy drop), as the plugin does.
-fn create_pair(primary: &str, pod: &Path) {
-    let mut kernel = RtKernel::new().expect("netlink socket");
+/// Create an L3 netkit pair as the plugin does: primary `primary` in `node` (policy
+/// pass), peer `eth0` straight into `pod` (policy drop).
+fn create_pair(node: &Path, primary: &str, pod: &Path) {
+    let mut kernel = RtKernel::in_netns(node).expect("netlink socket");
     kernel.open_pod_netns(pod).expect("open pod netns");
     let pair = Pair {
         name: primary,
@@ -52,7 +52,7 @@ fn a_pod_cannot_send_until_the_agent_has_attached_its_programs() {
     let node = Node::new("pdrop");
     let pod = Netns::new("pdropp");
     let primary = unique_ifname("nk");
-    node.ns.run(|| create_pair(&primary, pod.path()));
+    create_pair(node.ns.path(), &primary, pod.path());
     node.ns.ip(&format!("link set {primary} up"));
     node.ns.ip(&format!("route add {POD_IP}/32 dev {primary}"));
     pod.ip(&format!("addr add {POD_IP}/32 dev eth0"));
