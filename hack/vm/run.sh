@@ -23,7 +23,7 @@
 #   NETKIT_VM_MEM         guest memory (default 1G)
 #   NETKIT_VM_SMP         guest CPUs (default 2)
 #   NETKIT_VM_CPU         qemu -cpu (default max,-cx16,-la57; see below)
-#   NETKIT_VM_ACCEL       qemu -accel (default tcg)
+#   NETKIT_VM_ACCEL       qemu -accel (default tcg,thread=single; see below)
 #   NETKIT_VM_APPEND      extra kernel command line
 #   NETKIT_VM_KEEP_DEBUG  1: do not strip debug info from --bin files
 #   NETKIT_VM_MODULES     modules loaded at boot (default in hack/vm/initramfs.sh)
@@ -45,7 +45,12 @@ main() {
     # it the kernel uses its fallback. -la57: 4-level paging, the common case, and cheaper to
     # emulate than 5-level.
     CPU="${NETKIT_VM_CPU:-max,-cx16,-la57}"
-    ACCEL="${NETKIT_VM_ACCEL:-tcg}"
+    # thread=single: both vCPUs on one host thread, round-robin. With multi-threaded TCG a
+    # vCPU can run stale translated code while the kernel live-patches a static branch
+    # (text_poke: int3, then the new bytes): seen as "Oops: int3" in netif_rx_internal
+    # with the nop already in place, when ping's SO_TIMESTAMP flipped netstamp_needed
+    # under cross-node traffic. Single-threaded TCG keeps code modification coherent.
+    ACCEL="${NETKIT_VM_ACCEL:-tcg,thread=single}"
     VM_FAILED=125
 
     die() {

@@ -83,17 +83,21 @@ async fn start_and_reconcile(args: &RunArgs, shared: &SharedAgent) -> anyhow::Re
         .context("the startup task failed")??;
     let agent = Arc::new(agent);
     shared.set_agent(agent.clone());
-    shared.set_ready();
-    tracing::info!(socket = %args.socket.display(), "ready");
     match args.node_name.clone().zip(args.nodes_file.clone()) {
         Some((name, file)) => {
+            // Ready once the routes to the other nodes are in place too: a pod started
+            // earlier could not reach them.
+            shared.set_not_ready(format!("waiting for the node list ({})", file.display()));
             let source = FileSource::new(&file);
             tokio::join!(
                 reconcile_loop(agent.clone()),
-                route_loop(agent, source, name)
+                route_loop(agent, source, name, shared.clone(), args.socket.clone())
             );
         }
-        None => reconcile_loop(agent).await,
+        None => {
+            declare_ready(shared, &args.socket);
+            reconcile_loop(agent).await;
+        }
     }
     Ok(())
 }
@@ -101,8 +105,15 @@ async fn start_and_reconcile(args: &RunArgs, shared: &SharedAgent) -> anyhow::Re
 /// Follow the node source: on every new node list (and every `RECONCILE_EVERY`, to repair
 /// drift) bring the routes to the other nodes to it. A list the source cannot read is
 /// reported and the last good one stays in force.
-async fn route_loop(agent: Arc<Agent>, mut source: impl NodeSource, name: String) {
+async fn route_loop(
+    agent: Arc<Agent>,
+    mut source: impl NodeSource,
+    name: String,
+    shared: SharedAgent,
+    socket: PathBuf,
+) {
     let mut last_good: Option<NodeList> = None;
+    let mut ready = false;
     let mut tick = tokio::time::interval(nodes::file::POLL_EVERY);
     let mut last_full = tokio::time::Instant::now();
     loop {
@@ -131,8 +142,18 @@ async fn route_loop(agent: Arc<Agent>, mut source: impl NodeSource, name: String
             tokio::task::spawn_blocking(move || apply_node_list(&agent, &list, &name, &what)).await
         {
             tracing::error!(error = %e, "the route reconcile failed");
+            continue;
+        }
+        if !ready {
+            ready = true;
+            declare_ready(&shared, &socket);
         }
     }
+}
+
+fn declare_ready(shared: &SharedAgent, socket: &std::path::Path) {
+    shared.set_ready();
+    tracing::info!(socket = %socket.display(), "ready");
 }
 
 /// One reconcile of the routes to the other nodes against `list`.

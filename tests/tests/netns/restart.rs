@@ -1,9 +1,9 @@
 //! An agent restart loses nothing: a continuous ping (200 per second) and a TCP stream
 //! between two pods run while the agent is killed with SIGKILL and restarted, and while
-//! it is stopped and replaced (what an upgrade does: the new process loads its programs
-//! and swaps them into the pinned links with `BPF_LINK_UPDATE`). Not one ICMP reply is
-//! lost, the stream never stalls for a second, and endpoints, map entries, pins and
-//! links afterwards equal those before.
+//! it is stopped and replaced by one running a different program (what an upgrade does:
+//! the new process loads its programs and swaps them into the pinned links with
+//! `BPF_LINK_UPDATE`). Not one ICMP reply is lost, the stream never stalls for a second,
+//! and endpoints, map entries, pins and links afterwards equal those before.
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -109,9 +109,20 @@ fn no_packet_is_lost_while_the_agent_crashes_restarts_and_is_replaced() {
     std::thread::sleep(Duration::from_millis(1500));
     node.crash_and_restart_agent();
     std::thread::sleep(Duration::from_millis(1500));
-    // Stop and start (as a rolling upgrade does): the new process re-attaches by
-    // swapping its freshly loaded program into every pinned link.
+    // Replace the agent by one whose datapath program differs (as an upgrade does): with
+    // `--translation-check stack-only` it loads other programs (the `_noct` twins) and
+    // swaps them into every pinned link with BPF_LINK_UPDATE.
+    node.agent_args
+        .extend(["--translation-check".to_string(), "stack-only".to_string()]);
     node.restart_agent();
+    let status = node.agent().cli(&["status", "--json"]);
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert!(
+        status["translation_check"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("stack-only")),
+        "the replacement did not change the program: {status}"
+    );
     std::thread::sleep(Duration::from_millis(1500));
 
     let out = ping.wait_with_output().unwrap();
