@@ -1,19 +1,7 @@
 //! `netkit-agent`: the node daemon (`run`) and the CLI that talks to it.
 
-mod cli;
-mod datapath;
-mod endpoint_name;
-mod fault;
-mod ipam;
-mod metrics;
-mod nodes;
-mod registry;
-mod routing;
-mod server;
-mod service;
-mod shared;
-
 use clap::Parser as _;
+use netkit_agent::cli;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();

@@ -13,7 +13,7 @@ use netkit_api::{
     Request, Response,
 };
 
-use crate::datapath::{self, Datapath, EndpointSpec};
+use crate::datapath::{self, DatapathOps, EndpointSpec};
 use crate::fault;
 use crate::ipam;
 use crate::registry::Registry;
@@ -27,7 +27,7 @@ use crate::registry::Registry;
 /// other attachments proceed; addresses are reserved while their endpoint is in flight,
 /// so two concurrent ADDs never get the same one.
 pub struct Agent {
-    datapath: Datapath,
+    datapath: Box<dyn DatapathOps>,
     pools: Vec<IpNetwork>,
     uplink: Option<String>,
     state: Mutex<State>,
@@ -76,7 +76,7 @@ impl Drop for InFlight<'_> {
 
 impl Agent {
     pub fn new(
-        datapath: Datapath,
+        datapath: Box<dyn DatapathOps>,
         registry: Registry,
         pools: Vec<IpNetwork>,
         uplink: Option<String>,
@@ -96,15 +96,15 @@ impl Agent {
         }
     }
 
-    pub fn datapath(&self) -> &Datapath {
-        &self.datapath
+    pub fn datapath(&self) -> &dyn DatapathOps {
+        self.datapath.as_ref()
     }
 
     /// The uplink's ifindex, when the agent has one and it exists.
     pub fn uplink_ifindex(&self) -> Option<u32> {
         self.uplink
             .as_deref()
-            .and_then(|name| datapath::ifindex_of(name).ok())
+            .and_then(|name| self.datapath.link_index(name))
     }
 
     pub fn set_nodes_note(&self, note: String) {
@@ -171,7 +171,7 @@ impl Agent {
             version: env!("CARGO_PKG_VERSION").to_string(),
             endpoints: self.endpoint_count(),
             mapped_addresses: self.datapath.mapped_addresses().len(),
-            translation_check: self.datapath.translation_check().to_string(),
+            translation_check: self.datapath.translation_check(),
             pod_cidrs: self.pools.iter().map(|p| p.to_string()).collect(),
             uplink: self.uplink.clone(),
             reason: None,
@@ -180,7 +180,7 @@ impl Agent {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
-            remote_routes: self.datapath.remote_routes().len(),
+            remote_routes: self.datapath.entries().len(),
         }
     }
 
@@ -198,8 +198,12 @@ impl Agent {
     fn add_endpoint(&self, add: AddEndpoint) -> ApiResult<Endpoint> {
         let started = std::time::Instant::now();
         validate_id(&add.id)?;
-        let actual = datapath::ifindex_of(&add.host_ifname)
-            .map_err(|e| ApiError::new(ErrorKind::NotFound, e.to_string()))?;
+        let actual = self.datapath.link_index(&add.host_ifname).ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::NotFound,
+                format!("interface {} not found", add.host_ifname),
+            )
+        })?;
         if actual != add.host_ifindex {
             return Err(ApiError::new(
                 ErrorKind::InvalidRequest,
@@ -371,7 +375,7 @@ impl Agent {
         let endpoints: Vec<Endpoint> = self.state().registry.all().cloned().collect();
         for endpoint in &endpoints {
             let alive =
-                datapath::ifindex_of(&endpoint.host_ifname).ok() == Some(endpoint.host_ifindex);
+                self.datapath.link_index(&endpoint.host_ifname) == Some(endpoint.host_ifindex);
             if !alive {
                 tracing::info!(endpoint = %endpoint.id, link = %endpoint.host_ifname, "link is gone; removing endpoint");
                 if let Err(e) = self.del_endpoint(&endpoint.id) {
@@ -397,7 +401,7 @@ impl Agent {
             .chain(state.in_flight.iter())
             .map(pin_name)
             .collect();
-        for name in self.datapath.pins().pinned_endpoints() {
+        for name in self.datapath.pinned_endpoints() {
             if !known.contains(&name) {
                 tracing::info!(pin = %name, "removing orphaned endpoint pins");
                 self.rollback_datapath(&name, &[]);
@@ -497,10 +501,223 @@ fn addresses_of(ips: &[IpConfig]) -> ApiResult<Vec<IpAddr>> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::Arc;
+
+    use netkit_api::LinkMode;
+    use netkit_common::{EndpointKey, Stat};
+
     use super::*;
 
     fn id(c: &str, i: &str) -> EndpointId {
         EndpointId::new(c, i)
+    }
+
+    /// The datapath in memory: links by name, map entries, pins; `fail_program` makes the
+    /// next attach fail, as the kernel can. Clones share one state: the agent owns one,
+    /// the test inspects another.
+    #[derive(Default, Clone)]
+    struct FakeDatapath {
+        state: Arc<Mutex<FakeState>>,
+    }
+
+    #[derive(Default)]
+    struct FakeState {
+        links: BTreeMap<String, u32>,
+        mapped: BTreeMap<[u8; 16], u32>,
+        pins: BTreeSet<String>,
+        fail_program: bool,
+    }
+
+    impl FakeDatapath {
+        fn with(&self) -> MutexGuard<'_, FakeState> {
+            self.state.lock().unwrap()
+        }
+    }
+
+    impl crate::routing::RouteMap for FakeDatapath {
+        fn entries(&self) -> Vec<(IpNetwork, IpAddr)> {
+            Vec::new()
+        }
+        fn set(&self, _: IpNetwork, _: IpAddr) -> Result<(), String> {
+            Ok(())
+        }
+        fn remove(&self, _: IpNetwork) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    impl DatapathOps for FakeDatapath {
+        fn program_endpoint(&self, spec: &EndpointSpec<'_>) -> datapath::Result<Vec<String>> {
+            let mut s = self.with();
+            for a in spec.addresses {
+                s.mapped
+                    .insert(datapath::endpoint_key(a).addr, spec.host_ifindex);
+            }
+            if std::mem::take(&mut s.fail_program) {
+                return Err(datapath::DatapathError::NoInterface("injected".into()));
+            }
+            s.pins.insert(spec.pin_name.to_string());
+            Ok(vec!["pod_egress@fake".into()])
+        }
+        fn remove_endpoint(&self, pin: &str, addresses: &[IpAddr]) -> datapath::Result<()> {
+            let mut s = self.with();
+            for a in addresses {
+                s.mapped.remove(&datapath::endpoint_key(a).addr);
+            }
+            s.pins.remove(pin);
+            Ok(())
+        }
+        fn mapped_addresses(&self) -> Vec<EndpointKey> {
+            self.with()
+                .mapped
+                .keys()
+                .map(|addr| EndpointKey { addr: *addr })
+                .collect()
+        }
+        fn unmap(&self, key: &EndpointKey) -> datapath::Result<()> {
+            self.with().mapped.remove(&key.addr);
+            Ok(())
+        }
+        fn pinned_endpoints(&self) -> Vec<String> {
+            self.with().pins.iter().cloned().collect()
+        }
+        fn counters(&self) -> datapath::Result<Vec<(Stat, u64)>> {
+            Ok(Stat::ALL.iter().map(|s| (*s, 0)).collect())
+        }
+        fn translation_check(&self) -> String {
+            "conntrack".into()
+        }
+        fn link_index(&self, name: &str) -> Option<u32> {
+            self.with().links.get(name).copied()
+        }
+    }
+
+    /// An agent over a fake datapath with `links` (name → ifindex) and a /29 + /125 pool.
+    fn agent(dir: &std::path::Path, links: &[(&str, u32)]) -> (Agent, FakeDatapath) {
+        let fake = FakeDatapath::default();
+        fake.with()
+            .links
+            .extend(links.iter().map(|(n, i)| (n.to_string(), *i)));
+        let registry = Registry::load(dir, &[]).unwrap();
+        let pools = vec![
+            "10.9.0.0/29".parse().unwrap(),
+            "fd00:9::/125".parse().unwrap(),
+        ];
+        let agent = Agent::new(Box::new(fake.clone()), registry, pools, None);
+        (agent, fake)
+    }
+
+    fn add(container: &str, host: &str, index: u32) -> AddEndpoint {
+        AddEndpoint {
+            id: id(container, "eth0"),
+            netns: "/run/netns/x".into(),
+            mode: LinkMode::Netkit,
+            host_ifname: host.into(),
+            host_ifindex: index,
+            pod_mac: None,
+            host_mac: None,
+            ips: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_failed_attach_leaves_no_entry_no_registration_and_frees_the_addresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, fake) = agent(dir.path(), &[("nk1", 11), ("nk2", 12)]);
+        fake.with().fail_program = true;
+        let err = agent.add_endpoint(add("c1", "nk1", 11)).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Internal);
+        assert_eq!(agent.endpoint_count(), 0);
+        assert!(
+            fake.with().mapped.is_empty(),
+            "map entries left by the rollback"
+        );
+        assert!(fake.with().pins.is_empty());
+        assert!(agent.state().reserved.is_empty() && agent.state().in_flight.is_empty());
+        // The addresses it had are handed out again.
+        let ok = agent.add_endpoint(add("c2", "nk2", 12)).unwrap();
+        assert_eq!(ok.ips.len(), 2);
+    }
+
+    #[test]
+    fn addresses_are_distinct_and_the_pool_runs_out_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let links: Vec<(String, u32)> = (1..=8).map(|i| (format!("nk{i}"), i)).collect();
+        let refs: Vec<(&str, u32)> = links.iter().map(|(n, i)| (n.as_str(), *i)).collect();
+        let (agent, fake) = agent(dir.path(), &refs);
+        let mut seen = BTreeSet::new();
+        let mut added = 0;
+        for (name, index) in &links {
+            match agent.add_endpoint(add(&format!("c{index}"), name, *index)) {
+                Ok(e) => {
+                    added += 1;
+                    for ip in e.ips {
+                        assert!(
+                            seen.insert(ip.address.clone()),
+                            "{} handed out twice",
+                            ip.address
+                        );
+                    }
+                }
+                Err(e) => {
+                    assert_eq!(e.kind, ErrorKind::PoolExhausted, "{e:?}");
+                    break;
+                }
+            }
+        }
+        assert!(added >= 5, "a /29 gave only {added}");
+        assert_eq!(fake.with().pins.len(), added);
+        assert!(agent.state().reserved.is_empty());
+    }
+
+    #[test]
+    fn one_device_carries_one_endpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, _) = agent(dir.path(), &[("nk1", 11)]);
+        agent.add_endpoint(add("c1", "nk1", 11)).unwrap();
+        let err = agent.add_endpoint(add("c2", "nk1", 11)).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Conflict);
+        // The same attachment again replaces itself.
+        agent.add_endpoint(add("c1", "nk1", 11)).unwrap();
+        assert_eq!(agent.endpoint_count(), 1);
+    }
+
+    #[test]
+    fn reconcile_removes_vanished_endpoints_and_orphans_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, fake) = agent(dir.path(), &[("nk1", 11), ("nk2", 12)]);
+        agent.add_endpoint(add("c1", "nk1", 11)).unwrap();
+        agent.add_endpoint(add("c2", "nk2", 12)).unwrap();
+        // nk1 vanishes (its pod netns was destroyed); a crash left an orphan pin and entry.
+        fake.with().links.remove("nk1");
+        fake.with().pins.insert("orphan".into());
+        fake.with()
+            .mapped
+            .insert(EndpointKey::from_v4([10, 9, 9, 9]).addr, 99);
+        agent.reconcile(false);
+        assert_eq!(agent.endpoint_count(), 1);
+        let s = fake.with();
+        assert_eq!(s.pins.len(), 1, "{:?}", s.pins);
+        assert!(!s.pins.contains("orphan"));
+        assert_eq!(s.mapped.len(), 2, "c2's two addresses stay, the rest go");
+        assert!(s.mapped.values().all(|i| *i == 12));
+    }
+
+    #[test]
+    fn del_and_gc_are_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, fake) = agent(dir.path(), &[("nk1", 11), ("nk2", 12)]);
+        agent.add_endpoint(add("c1", "nk1", 11)).unwrap();
+        agent.add_endpoint(add("c2", "nk2", 12)).unwrap();
+        agent.del_endpoint(&id("c1", "eth0")).unwrap();
+        agent.del_endpoint(&id("c1", "eth0")).unwrap();
+        assert_eq!(
+            agent.gc(&[id("c9", "eth0")]).unwrap(),
+            vec![id("c2", "eth0")]
+        );
+        assert_eq!(agent.endpoint_count(), 0);
+        assert!(fake.with().mapped.is_empty() && fake.with().pins.is_empty());
     }
 
     #[test]

@@ -256,7 +256,7 @@ impl Setup {
             registry.all().map(|e| &e.id),
         );
         let pools = self.pools()?;
-        let agent = Agent::new(datapath, registry, pools, self.uplink);
+        let agent = Agent::new(Box::new(datapath), registry, pools, self.uplink);
         shared.set_not_ready(format!("reconciling {} endpoints", agent.endpoint_count()));
         agent.reconcile(true);
         Ok(agent)

@@ -63,6 +63,53 @@ pub enum DatapathError {
 
 pub type Result<T> = std::result::Result<T, DatapathError>;
 
+/// What the agent's endpoint service needs of the datapath: the seam its unit tests
+/// replace with an in-memory fake (`service::tests`). The remote-route map part is
+/// [`RouteMap`](crate::routing::RouteMap).
+pub trait DatapathOps: crate::routing::RouteMap + Send + Sync {
+    /// Map the endpoint's addresses and attach its program; the attachments made.
+    fn program_endpoint(&self, spec: &EndpointSpec<'_>) -> Result<Vec<String>>;
+    /// Unmap the addresses and unpin the endpoint's links; idempotent.
+    fn remove_endpoint(&self, pin_name: &str, addresses: &[IpAddr]) -> Result<()>;
+    /// Addresses in the endpoint map.
+    fn mapped_addresses(&self) -> Vec<EndpointKey>;
+    /// Delete one endpoint-map entry; idempotent.
+    fn unmap(&self, key: &EndpointKey) -> Result<()>;
+    /// Names of the endpoint pin directories.
+    fn pinned_endpoints(&self) -> Vec<String>;
+    fn counters(&self) -> Result<Vec<(Stat, u64)>>;
+    fn translation_check(&self) -> String;
+    /// The ifindex of host interface `name`, if it exists.
+    fn link_index(&self, name: &str) -> Option<u32>;
+}
+
+impl DatapathOps for Datapath {
+    fn program_endpoint(&self, spec: &EndpointSpec<'_>) -> Result<Vec<String>> {
+        Datapath::program_endpoint(self, spec)
+    }
+    fn remove_endpoint(&self, pin_name: &str, addresses: &[IpAddr]) -> Result<()> {
+        Datapath::remove_endpoint(self, pin_name, addresses)
+    }
+    fn mapped_addresses(&self) -> Vec<EndpointKey> {
+        Datapath::mapped_addresses(self)
+    }
+    fn unmap(&self, key: &EndpointKey) -> Result<()> {
+        Datapath::unmap(self, key)
+    }
+    fn pinned_endpoints(&self) -> Vec<String> {
+        self.pins.pinned_endpoints()
+    }
+    fn counters(&self) -> Result<Vec<(Stat, u64)>> {
+        Datapath::counters(self)
+    }
+    fn translation_check(&self) -> String {
+        self.programs.translation_check.to_string()
+    }
+    fn link_index(&self, name: &str) -> Option<u32> {
+        ifindex_of(name).ok()
+    }
+}
+
 /// What the datapath needs to know about one endpoint.
 pub struct EndpointSpec<'a> {
     /// Directory name for the endpoint's pins (unique per endpoint).

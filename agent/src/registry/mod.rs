@@ -109,6 +109,10 @@ impl Registry {
         self.endpoints.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Record (or replace) an endpoint and persist before returning.
     pub fn insert(&mut self, endpoint: Endpoint) -> Result<()> {
         // The record first: a registry entry always has one to be rebuilt from.
