@@ -1,6 +1,6 @@
 //! The blocking facade: every kernel operation a caller's decisions need, behind one
-//! small trait, so decision logic runs against [`crate::fake`] in unit tests and
-//! against [`crate::rtnl::RtKernel`] for real.
+//! small trait, so decision logic runs against `fake::FakeKernel` (feature `fake`) in
+//! unit tests and against [`crate::rtnl::RtKernel`] for real.
 //!
 //! Two namespaces are in play: the host's (the caller's own) and a pod's (opened once
 //! per invocation with [`Kernel::open_pod_netns`]). The caller's threads never change

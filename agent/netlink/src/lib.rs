@@ -1,15 +1,18 @@
 //! netkit-netlink: the one netlink crate the plugin, the agent and the test rigs use.
 //!
 //! - The async core, one module per kernel object, each a set of `async fn`s over an
-//!   [`rtnetlink::Handle`] (get one from [`connect`]) plus the pure functions that
+//!   [`rtnetlink::Handle`] (get one from [`connect`], or [`connect_in`] another
+//!   namespace) plus the pure functions that
 //!   build and decode its messages: [`link`] (with netkit/veth [`link::Pair`]s),
 //!   [`address`], [`route`] (table and protocol: [`route::RouteOwner`]), [`neighbour`]
 //!   (static and managed entries), [`sysctl`].
-//! - [`netns`]: network namespaces opened and entered without moving a shared thread.
+//! - [`netns`]: network namespaces opened and entered without moving a shared thread;
+//!   only sockets are made in another namespace, never a tokio runtime.
 //! - [`error`]: [`KernelError`], naming the failed operation and its errno.
 //! - The blocking facade for synchronous callers (the plugin): the [`Kernel`] trait
 //!   ([`kernel`]), implemented over the core by [`rtnl::RtKernel`] (its own
-//!   current-thread runtime, one connection per namespace) and in memory by
+//!   current-thread runtime, one connection per namespace; `RtKernel::in_netns` for a
+//!   namespace other than the caller's) and in memory by
 //!   `fake::FakeKernel` (feature `fake`, for unit tests).
 
 pub mod address;
