@@ -214,18 +214,17 @@ fn our_routes(node: &Node) -> BTreeSet<(String, String)> {
     out
 }
 
-/// The node's managed + extern-learned neighbour entries, read back through netlink.
+/// The node's managed + extern-learned neighbour entries, read back through netlink (a
+/// socket made in the node's namespace; the test's own threads stay where they are).
 fn managed_neighbours(node: &Node) -> BTreeSet<IpAddr> {
-    node.netns.run(|| {
-        let mut kernel = RtKernel::new().unwrap();
-        kernel
-            .neighbour_entries(Ns::Host, None)
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.managed && e.extern_learned)
-            .map(|e| e.ip)
-            .collect()
-    })
+    let mut kernel = RtKernel::in_netns(node.netns.path()).unwrap();
+    kernel
+        .neighbour_entries(Ns::Host, None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.managed && e.extern_learned)
+        .map(|e| e.ip)
+        .collect()
 }
 
 #[test]
