@@ -16,4 +16,5 @@ pub mod containerd;
 pub mod multinode;
 pub mod netns;
 pub mod pods;
+pub mod traffic;
 pub mod vm;

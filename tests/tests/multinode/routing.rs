@@ -4,8 +4,7 @@
 //! neighbour entries, and only ours are ever touched.
 
 use std::collections::BTreeSet;
-use std::io::{Read as _, Write as _};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
@@ -16,6 +15,7 @@ use netkit_tests::bins;
 use netkit_tests::multinode::{Cluster, Node, UPLINK};
 use netkit_tests::netns::{Netns, wait_until};
 use netkit_tests::pods::{Call, invoke, pod_ip};
+use netkit_tests::traffic;
 use serde_json::{Value, json};
 
 /// Our route protocol (`agent/src/routing.rs`).
@@ -138,63 +138,10 @@ fn add_pod(node: &Node, name: &str) -> Pod {
     }
 }
 
-/// A TCP echo from `from` to a server in `to` at `addr`.
+/// A TCP echo from `from` to a server in `to` at `addr:port`.
 fn tcp_echo(from: &Netns, to: &Netns, addr: IpAddr, port: u16) -> bool {
-    tcp_echo_via(
-        from,
-        to,
-        addr,
-        port,
-        &SocketAddr::new(addr, port).to_string(),
-    )
-}
-
-/// A DNAT `vip:port` → `backend` in the node's prerouting (kube-proxy's nftables mode).
-fn nft_dnat(node: &Node, vip: &str, port: u16, backend: SocketAddr) {
-    let script = format!(
-        "add table ip nk_test\n\
-         add chain ip nk_test prerouting {{ type nat hook prerouting priority dstnat; }}\n\
-         add rule ip nk_test prerouting ip daddr {vip} tcp dport {port} dnat to {backend}\n"
-    );
-    let mut child = node
-        .spawn("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("nft");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "nft DNAT failed");
-}
-
-/// A TCP echo: a server in `to` on `addr:port`, a client in `from` connecting to
-/// `connect` (a Service address the node translates to the server).
-fn tcp_echo_via(from: &Netns, to: &Netns, addr: IpAddr, port: u16, connect: &str) -> bool {
     let sa = SocketAddr::new(addr, port);
-    let connect: SocketAddr = connect.parse().unwrap();
-    let listener = to.run(move || TcpListener::bind(sa).expect("bind"));
-    let server = std::thread::spawn(move || {
-        let (mut c, _) = listener.accept().expect("accept");
-        let mut buf = [0u8; 5];
-        c.read_exact(&mut buf).expect("read");
-        c.write_all(&buf).expect("echo");
-    });
-    let echoed = from.run(move || {
-        let mut c = TcpStream::connect_timeout(&connect, Duration::from_secs(5)).ok()?;
-        c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        c.write_all(b"hello").ok()?;
-        let mut buf = [0u8; 5];
-        c.read_exact(&mut buf).ok()?;
-        Some(buf)
-    });
-    if echoed.is_some() {
-        server.join().unwrap();
-    }
-    echoed == Some(*b"hello")
+    traffic::tcp_echo(from, to, sa, sa)
 }
 
 /// `(cidr, gateway)` of the node's routes under our protocol.
@@ -337,21 +284,12 @@ fn pods_on_three_nodes_reach_each_other_on_the_fast_path_and_follow_the_node_fil
     // masquerade): the backend's replies arrive over the wire for a local pod, and only
     // node0's stack can turn the backend's address back into the Service's.
     let backend = &pods[1][0];
-    nft_dnat(
-        node0,
-        "10.96.7.7",
-        80,
-        SocketAddr::new(backend.ip(false), 8080),
-    );
+    let backend_addr = SocketAddr::new(backend.ip(false), 8080);
+    traffic::dnat(node0.spawn("nft"), "10.96.7.7", 80, backend_addr);
     let translated_before = counter(node0, "pass_translated");
+    let service: SocketAddr = "10.96.7.7:80".parse().unwrap();
     assert!(
-        tcp_echo_via(
-            &pods[0][0].ns,
-            &backend.ns,
-            backend.ip(false),
-            8080,
-            "10.96.7.7:80"
-        ),
+        traffic::tcp_echo(&pods[0][0].ns, &backend.ns, backend_addr, service),
         "a connection to a Service with a remote backend failed"
     );
     assert!(

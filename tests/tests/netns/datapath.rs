@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use netkit_tests::netns::{Netns, unique_ifname, veth_pair};
 use netkit_tests::pods::{Node, Pod, pod_ip};
+use netkit_tests::traffic;
 use serde_json::{Value, json};
 
 /// A node whose uplink is a veth to an "outside" namespace routing the pod CIDR to it.
@@ -76,32 +77,8 @@ fn socket_addr(ip: &str, port: u16) -> SocketAddr {
     text.parse().expect("socket address")
 }
 
-/// Echo five bytes over TCP: a server in `to` listening on `listen`, a client in `from`
-/// connecting to `connect` (the same address, or one the node translates to it).
-/// Returns whether the echo came back.
 fn tcp_echo(from: &Pod, to: &Pod, listen: SocketAddr, connect: SocketAddr) -> bool {
-    let listener = to
-        .ns
-        .run(move || TcpListener::bind(listen).expect("bind in pod"));
-    listener.set_nonblocking(false).unwrap();
-    let server = std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().expect("accept");
-        let mut buf = [0u8; 5];
-        conn.read_exact(&mut buf).expect("read");
-        conn.write_all(&buf).expect("echo");
-    });
-    let echoed = from.ns.run(move || {
-        let mut conn = TcpStream::connect_timeout(&connect, Duration::from_secs(5)).ok()?;
-        conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        conn.write_all(b"hello").ok()?;
-        let mut buf = [0u8; 5];
-        conn.read_exact(&mut buf).ok()?;
-        Some(buf)
-    });
-    if echoed.is_some() {
-        server.join().unwrap();
-    }
-    echoed == Some(*b"hello")
+    traffic::tcp_echo(&from.ns, &to.ns, listen, connect)
 }
 
 fn tcp_round_trip(from: &Pod, to: &Pod, to_ip: &str) {
@@ -117,34 +94,8 @@ fn free_port() -> u16 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Translate `vip:port` to `backend` in the node's prerouting, as kube-proxy's nftables
-/// mode does (a DNAT, no masquerade). nftables rather than iptables so the host and the
-/// VM (which has `nft` and the nf_tables modules, not the iptables extensions) run the
-/// same rule. Panics when NAT cannot be set up: the tests that need it are not optional.
 fn dnat(node: &Node, vip: &str, port: u16, backend: SocketAddr) {
-    let script = format!(
-        "add table ip nk_test\n\
-         add chain ip nk_test prerouting {{ type nat hook prerouting priority dstnat; }}\n\
-         add rule ip nk_test prerouting ip daddr {vip} tcp dport {port} dnat to {backend}\n"
-    );
-    let mut child = node
-        .ns
-        .command("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("nft (apt-get install nftables; in the VM, hack/vm/initramfs.sh carries it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let status = child.wait().unwrap();
-    assert!(
-        status.success(),
-        "nft DNAT {vip}:{port} -> {backend} failed"
-    );
+    traffic::dnat(node.ns.command("nft"), vip, port, backend);
 }
 
 #[test]

@@ -9,17 +9,6 @@ use netkit_tests::netns::Netns;
 use netkit_tests::pods::{Call, Node, Pod, invoke};
 use serde_json::{Value, json};
 
-/// The plugin's fault points (`cni-plugin/src/fault.rs`), in ADD's order.
-const ADD_POINTS: &[&str] = &[
-    "after-ipam",
-    "after-link",
-    "after-pod-up",
-    "after-agent",
-    "after-pod-addresses",
-    "after-pod-routes",
-    "after-host",
-];
-
 /// Run ADD with the plugin set to kill itself at `point`.
 fn add_killed_at(node: &Node, pod: &Pod, conf: &Value, point: &str) {
     let mut cmd = node.ns.command(bins::cni());
@@ -86,7 +75,7 @@ fn a_plugin_killed_at_any_step_of_add_leaves_nothing_after_del() {
         ("built-in", node.conf(json!({}))),
         ("host-local", node.host_local_conf()),
     ] {
-        for point in ADD_POINTS {
+        for point in netkit_cni::fault::ADD_POINTS {
             let what = format!("{ipam} IPAM, killed {point}");
             let pod = Pod::new("flkp");
             add_killed_at(&node, &pod, &conf, point);

@@ -1,0 +1,63 @@
+//! Traffic and translation the datapath tests share: a TCP echo between namespaces, and
+//! a Service-style DNAT as kube-proxy's nftables mode writes it.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::netns::Netns;
+
+/// Echo five bytes over TCP: a server in `to` listening on `listen`, a client in `from`
+/// connecting to `connect` (the same address, or one the node translates to it).
+/// Returns whether the echo came back.
+pub fn tcp_echo(from: &Netns, to: &Netns, listen: SocketAddr, connect: SocketAddr) -> bool {
+    let listener = to.run(move || TcpListener::bind(listen).expect("bind the echo server"));
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        let mut buf = [0u8; 5];
+        conn.read_exact(&mut buf).expect("read");
+        conn.write_all(&buf).expect("echo");
+    });
+    let echoed = from.run(move || {
+        let mut conn = TcpStream::connect_timeout(&connect, Duration::from_secs(5)).ok()?;
+        conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        conn.write_all(b"hello").ok()?;
+        let mut buf = [0u8; 5];
+        conn.read_exact(&mut buf).ok()?;
+        Some(buf)
+    });
+    if echoed.is_some() {
+        server.join().expect("echo server");
+    }
+    echoed == Some(*b"hello")
+}
+
+/// Translate `vip:port` to `backend` in a node's prerouting, as kube-proxy's nftables
+/// mode does (a DNAT, no masquerade); `nft` is a Command for `nft` in the node. nftables
+/// rather than iptables so the host and the VM (which has `nft` and the nf_tables
+/// modules, not the iptables extensions) run the same rule. Panics when NAT cannot be
+/// set up: the tests that need it are not optional.
+pub fn dnat(mut nft: Command, vip: &str, port: u16, backend: SocketAddr) {
+    let script = format!(
+        "add table ip nk_test\n\
+         add chain ip nk_test prerouting {{ type nat hook prerouting priority dstnat; }}\n\
+         add rule ip nk_test prerouting ip daddr {vip} tcp dport {port} dnat to {backend}\n"
+    );
+    let mut child = nft
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("nft (apt-get install nftables; in the VM, hack/vm/initramfs.sh carries it)");
+    child
+        .stdin
+        .take()
+        .expect("nft's stdin")
+        .write_all(script.as_bytes())
+        .expect("writing the nft script");
+    let status = child.wait().expect("waiting for nft");
+    assert!(
+        status.success(),
+        "nft DNAT {vip}:{port} -> {backend} failed"
+    );
+}
