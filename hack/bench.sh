@@ -1,143 +1,676 @@
 #!/usr/bin/env bash
-# Benchmarks, each measured in one run against peers on the same machine:
-#  1. pod start/stop: CNI ADD and DEL per pod for netkit-cni (built-in IPAM; the agent has
-#     programmed the datapath before ADD returns) and for the reference ptp + host-local;
-#  2. pod-to-pod TCP throughput (iperf3, one stream) for both, against loopback inside
-#     one namespace (the physical limit of this machine).
-# Prints medians, throughputs and ratios.
+# Benchmarks (issue 9). One run prints four tables; every ratio compares figures measured
+# in this same run on this same machine:
+#  1. pod start/stop: CNI ADD and DEL p50/p99 for netkit-cni with built-in IPAM, netkit-cni
+#     with host-local IPAM and the reference ptp + host-local, sequentially and as a burst in
+#     parallel (wall time), ADD as the node fills up (10 pods vs 500 on the node), and beside
+#     them the floor: one bare BPF_LINK_CREATE, measured here by hack/bench/bpf.c;
+#  2. same-node datapath, netkit-cni vs ptp vs two processes over loopback in one namespace:
+#     TCP throughput with 1 and 4 streams (iperf3), CPU seconds per GB moved (/proc/stat),
+#     request/response round trips p50/p99 (sockperf ping-pong, TCP and UDP), HTTP
+#     connections per second (wrk, a new connection per request, busybox httpd);
+#  3. cross-node datapath: not measured yet (one line says so);
+#  4. the agent: RSS and CPU idle and with 1,000 endpoints, request-to-ack time, and the
+#     verifier's processed-instruction count per program.
 #
-#   hack/bench.sh [PODS]          on this kernel (default 20 pods each for 1.)
-#   hack/bench.sh --vm [PODS]     inside the netkit VM (TCG: absolute figures are
-#                                 emulation-bound, the ratios are what to read)
+#   hack/bench.sh [--rcu-expedited] [PODS]        on this kernel (default 40 sequential pods)
+#   hack/bench.sh --vm [--rcu-expedited] [PODS]   inside the netkit VM (TCG: absolute figures
+#                                                 are emulation-bound, read the ratios)
 #
-# Runs in namespaces it creates; needs the release binaries (it builds them) and
-# Debian's containernetworking-plugins. Inside the netkit VM (NETKIT_VM_GUEST=1) it uses
-# the binaries in NETKIT_BIN_DIR and skips ptp when /usr/lib/cni is absent.
+#   --rcu-expedited   set /sys/kernel/rcu_expedited to 1 for the run (restored on exit); the
+#                     header always prints the state the run had.
+#
+# Knobs (environment; the header prints the values used):
+#   NETKIT_BENCH_SECS       seconds per datapath test and per idle-CPU sample (default 5)
+#   NETKIT_BENCH_BURST      pods in a parallel burst (default 100)
+#   NETKIT_BENCH_GROW       pods already on the node for the growth figure (default 500)
+#   NETKIT_BENCH_ENDPOINTS  endpoints for the agent's RSS/CPU under load (default 1000)
+#   NETKIT_BENCH_SAMPLE     ADDs timed at each growth point (default 20)
+# In the VM the defaults are smaller (20 pods, burst 50, grow 200, 300 endpoints, sample 10).
+#
+# Everything runs in network namespaces the script creates (named nkbench<PID>-*), with its
+# own agent, bpffs directory and state under /run; traffic goes only between those namespaces
+# and over their loopback. All of it is removed on exit. A missing optional tool (sockperf,
+# wrk, bpftool, cc) skips its figures with a line naming it. Progress goes to stderr, the
+# tables to stdout.
 set -euo pipefail
+export LC_ALL=C
+
+usage() {
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
+    exit 2
+}
+
+VM=0
+RCU_SET=0
+PODS=""
+for arg in "$@"; do
+    case "$arg" in
+    --vm) VM=1 ;;
+    --rcu-expedited) RCU_SET=1 ;;
+    -h | --help) usage ;;
+    *[!0-9]* | "") echo "bench: unknown argument '$arg'" >&2 && usage ;;
+    *) PODS="$arg" ;;
+    esac
+done
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ -z "${NETKIT_VM_GUEST:-}" ]; then
-    (cd "$REPO" && cargo build --release --bins -p netkit-cni -p netkit-agent >/dev/null 2>&1)
+    echo "bench: building release binaries" >&2
+    (cd "$REPO" && cargo build --release --bins -p netkit-cni -p netkit-agent >/dev/null 2>&1) ||
+        { echo "bench: cargo build --release failed" >&2; exit 1; }
     BIN="$REPO/target/release"
-    if [ "${1:-}" = "--vm" ]; then
-        shift
-        # The reference plugins and every tool the script uses go in with it.
-        exec "$REPO/hack/vm/run.sh" --bin "$BIN/netkit-cni" --bin "$BIN/netkit-agent" \
-            --bin "$REPO/hack/bench.sh" --bin /usr/lib/cni/ptp --bin /usr/lib/cni/host-local \
-            --bin "$(command -v iperf3)" --bin "$(command -v bc)" --bin "$(command -v nsenter)" \
-            --bin "$(command -v date)" --env NETKIT_REF_CNI=/opt/netkit/bin -- bench.sh "$@"
+    BPFTOOL_BIN="$REPO/target/bench/nk-bench-bpf"
+    mkdir -p "$(dirname "$BPFTOOL_BIN")"
+    if command -v cc >/dev/null; then
+        cc -O2 -Wall -o "$BPFTOOL_BIN" "$REPO/hack/bench/bpf.c" ||
+            { echo "bench: cc hack/bench/bpf.c failed" >&2; rm -f "$BPFTOOL_BIN"; }
+    else
+        rm -f "$BPFTOOL_BIN"
+    fi
+    COMMIT="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    if [ -n "$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+        COMMIT="$COMMIT + uncommitted changes"
+    fi
+    if [ "$VM" = 1 ]; then
+        # The reference plugins and every tool the script uses go in with it; optional ones
+        # only where this machine has them (the guest skips what is missing).
+        vmargs=(--bin "$BIN/netkit-cni" --bin "$BIN/netkit-agent" --bin "$REPO/hack/bench.sh"
+            --bin /usr/lib/cni/ptp --bin /usr/lib/cni/host-local --bin "$(command -v nsenter)")
+        [ -x "$BPFTOOL_BIN" ] && vmargs+=(--bin "$BPFTOOL_BIN")
+        for t in iperf3 sockperf wrk; do
+            command -v "$t" >/dev/null && vmargs+=(--bin "$(command -v "$t")")
+        done
+        vmargs+=(--env NETKIT_REF_CNI=/opt/netkit/bin --env "NETKIT_BENCH_COMMIT=$COMMIT")
+        vmargs+=(--env "NETKIT_BENCH_HOST_CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)")
+        for v in NETKIT_BENCH_SECS NETKIT_BENCH_BURST NETKIT_BENCH_GROW NETKIT_BENCH_ENDPOINTS NETKIT_BENCH_SAMPLE; do
+            [ -n "${!v:-}" ] && vmargs+=(--env "$v=${!v}")
+        done
+        guest=(bench.sh)
+        [ "$RCU_SET" = 1 ] && guest+=(--rcu-expedited)
+        [ -n "$PODS" ] && guest+=("$PODS")
+        export NETKIT_VM_TIMEOUT="${NETKIT_VM_TIMEOUT:-5400}"
+        exec "$REPO/hack/vm/run.sh" "${vmargs[@]}" -- "${guest[@]}"
     fi
 else
     BIN="${NETKIT_BIN_DIR:-/opt/netkit/bin}"
+    BPFTOOL_BIN="$BIN/nk-bench-bpf"
+    COMMIT="${NETKIT_BENCH_COMMIT:-unknown}"
 fi
+
 REF="${NETKIT_REF_CNI:-/usr/lib/cni}"
-PODS="${1:-20}"
+if [ -n "${NETKIT_VM_GUEST:-}" ]; then
+    PODS="${PODS:-20}" BURST="${NETKIT_BENCH_BURST:-50}" GROW="${NETKIT_BENCH_GROW:-200}"
+    ENDPOINTS="${NETKIT_BENCH_ENDPOINTS:-300}" SAMPLE="${NETKIT_BENCH_SAMPLE:-10}"
+else
+    PODS="${PODS:-40}" BURST="${NETKIT_BENCH_BURST:-100}" GROW="${NETKIT_BENCH_GROW:-500}"
+    ENDPOINTS="${NETKIT_BENCH_ENDPOINTS:-1000}" SAMPLE="${NETKIT_BENCH_SAMPLE:-20}"
+fi
+SECS="${NETKIT_BENCH_SECS:-5}"
+FEW=10 # pods on the node for the "before" growth point
+[ "$ENDPOINTS" -ge "$GROW" ] || ENDPOINTS="$GROW"
 TAG="nkbench$$"
 NODE="$TAG-node"
 RUN="/run/$TAG"
 SOCK="$RUN/agent.sock"
 AGENT_PID=""
+RCU_FILE=/sys/kernel/rcu_expedited
+RCU_SAVED=""
+SERVER_PIDS=()
+
+say() { echo "bench: $*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+my_netns() { ip netns list | awk '{print $1}' | grep "^$TAG-" || true; }
 
 cleanup() {
     set +e
-    [ -n "$AGENT_PID" ] && kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null
-    for ns in $(ip netns list | awk '{print $1}' | grep "^$TAG"); do ip netns del "$ns"; done
+    local pid ns
+    for pid in "${SERVER_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+    if [ -n "$AGENT_PID" ]; then kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null; fi
+    # Anything still running inside our namespaces was started by this script.
+    for ns in $(my_netns); do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null; done
+    done
+    my_netns | sed 's/^/netns del /' | ip -force -batch - 2>/dev/null
     rm -rf "/sys/fs/bpf/$TAG" "$RUN"
+    if [ -n "$RCU_SAVED" ]; then echo "$RCU_SAVED" >"$RCU_FILE"; fi
 }
 trap cleanup EXIT
-mkdir -p "$RUN"
+trap 'exit 130' INT TERM
+
+have() { command -v "$1" >/dev/null 2>&1; }
+CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)"
+
+# --- numbers -----------------------------------------------------------------------------
+now_us() { local t="$EPOCHREALTIME"; echo $((10#${t/./})); }
+# pct P FILE: nearest-rank percentile of the numbers in FILE (empty if none).
+pct() {
+    sort -n "$2" | awk -v p="$1" '{a[NR]=$1} END {if (!NR) exit; i=int((p*NR+99)/100); if (i<1) i=1; print a[i]}'
+}
+# ms US: microseconds -> milliseconds, one decimal, three below 1 ms ("-" when empty).
+ms() { awk -v v="${1:-}" 'BEGIN {if (v=="") print "-"; else if (v < 1000 && v > -1000) printf "%.3f", v/1000; else printf "%.1f", v/1000}'; }
+secs() { awk -v v="${1:-}" 'BEGIN {if (v=="") print "-"; else printf "%.2f", v/1e6}'; }
+# ratio A B: A/B with two decimals and an "x" ("n/a" when either is missing or B is 0).
+ratio() {
+    awk -v a="${1:-}" -v b="${2:-}" 'BEGIN {if (a=="" || b=="" || a=="-" || b=="-" || b+0==0) print "n/a"; else printf "%.2fx", a/b}'
+}
+
+# --- namespaces and CNI calls --------------------------------------------------------------
+# netns_batch add|del PREFIX FIRST LAST
+netns_batch() {
+    local i
+    for ((i = $3; i <= $4; i++)); do echo "netns $1 $2-$i"; done | ip -batch -
+}
+# cni CMD PLUGIN CONF POD: one plugin invocation in the node namespace; its output is kept
+# in $RUN/out only when it fails.
+cni() {
+    local out="$RUN/out/$4.$1"
+    if nsenter --net="/run/netns/$NODE" env CNI_COMMAND="$1" CNI_CONTAINERID="$4" \
+        CNI_NETNS="/run/netns/$4" CNI_IFNAME=eth0 CNI_PATH="$REF" "$2" <"$3" >"$out" 2>&1; then
+        rm -f "$out"
+    else
+        return 1
+    fi
+}
+# time_cni CMD PLUGIN CONF POD >>FILE: microseconds; a failure ends the run.
+time_cni() {
+    local start end
+    start=$(now_us)
+    cni "$@" || die "$1 failed for $4 with $2: $(cat "$RUN/out/$4.$1")"
+    end=$(now_us)
+    echo $((end - start))
+}
+# cni_parallel CMD PLUGIN CONF PREFIX FIRST LAST PAR: runs PAR invocations at a time and
+# waits for them; prints how many failed (the first failure's output goes to stderr).
+cni_parallel() {
+    local cmd="$1" plugin="$2" conf="$3" prefix="$4" first="$5" last="$6" par="$7" i pids=()
+    local fails="$RUN/fails.$prefix.$cmd"
+    : >"$fails"
+    for ((i = first; i <= last; i++)); do
+        { cni "$cmd" "$plugin" "$conf" "$prefix-$i" || echo "$prefix-$i" >>"$fails"; } &
+        pids+=($!)
+        if [ "${#pids[@]}" -ge "$par" ]; then wait "${pids[@]}"; pids=(); fi
+    done
+    [ "${#pids[@]}" -eq 0 ] || wait "${pids[@]}"
+    if [ -s "$fails" ]; then
+        say "$cmd failed for $(wc -l <"$fails") pods of $prefix; first: $(cat "$RUN/out/$(head -n1 "$fails").$cmd" 2>/dev/null)"
+    fi
+    wc -l <"$fails" | tr -d ' '
+}
+pod_addr() { ip -n "$1" -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1 | head -n1; }
+# The node-side ifindex of a pod's eth0 ("eth0@if123").
+host_ifindex() { ip -n "$1" -o link show dev eth0 | sed -n 's/^[0-9]*: eth0@if\([0-9]*\):.*/\1/p'; }
+# Values of elapsed_us the agent logged for endpoints whose id starts with PREFIX.
+agent_elapsed() {
+    grep "endpoint programmed" "$RUN/agent.log" | grep -F "endpoint=$1" |
+        sed -n 's/.*elapsed_us=\([0-9]*\).*/\1/p' || true
+}
+agent_rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$AGENT_PID/status"; }
+agent_ticks() { awk '{print $14 + $15}' "/proc/$AGENT_PID/stat"; }
+# Busy CPU time of the whole machine in ticks (user nice system irq softirq, all CPUs).
+busy_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+
+# --- the run -------------------------------------------------------------------------------
+[ "$(id -u)" = 0 ] || die "needs root (network namespaces, bpffs)"
+for f in "$BIN/netkit-cni" "$BIN/netkit-agent"; do [ -x "$f" ] || die "$f missing"; done
+[ -x "$REF/ptp" ] && [ -x "$REF/host-local" ] ||
+    die "the reference plugins are missing from $REF (Debian: containernetworking-plugins)"
+if [ "$RCU_SET" = 1 ]; then
+    [ -w "$RCU_FILE" ] || die "--rcu-expedited: $RCU_FILE is not writable"
+    RCU_SAVED="$(cat "$RCU_FILE")"
+    echo 1 >"$RCU_FILE"
+fi
+
+RUN_START=$(now_us)
+LOAD_START="$(cut -d' ' -f1 /proc/loadavg)"
+mkdir -p "$RUN/out" "$RUN/www"
+head -c 612 /dev/zero | tr '\0' x >"$RUN/www/index.html"
 ip netns add "$NODE"
 ip -n "$NODE" link set lo up
 nsenter --net="/run/netns/$NODE" "$BIN/netkit-agent" run --socket "$SOCK" --bpffs-root "/sys/fs/bpf/$TAG" \
     --state-dir "$RUN/state" --pod-cidr 10.250.0.0/16 --pod-cidr fd00:250::/64 --no-uplink \
-    --log-level warn --log-file "$RUN/agent.log" &
+    --log-level info --log-file "$RUN/agent.log" &
 AGENT_PID=$!
 for _ in $(seq 100); do "$BIN/netkit-agent" status --socket "$SOCK" >/dev/null 2>&1 && break; sleep 0.1; done
+"$BIN/netkit-agent" status --socket "$SOCK" >/dev/null 2>&1 || die "the agent did not become ready: $(cat "$RUN/agent.log")"
 
-cat >"$RUN/netkit.conf" <<CONF
+cat >"$RUN/nk.conf" <<CONF
 {"cniVersion":"1.1.0","name":"bench","type":"netkit-cni","agentSocket":"$SOCK","stateDir":"$RUN/cni"}
+CONF
+cat >"$RUN/nkhl.conf" <<CONF
+{"cniVersion":"1.0.0","name":"benchhl","type":"netkit-cni","agentSocket":"$SOCK","stateDir":"$RUN/cni-hl",
+ "ipam":{"type":"host-local","subnet":"10.252.0.0/16","dataDir":"$RUN/host-local-nk"}}
 CONF
 cat >"$RUN/ptp.conf" <<CONF
 {"cniVersion":"1.0.0","name":"benchptp","type":"ptp","ipMasq":false,
- "ipam":{"type":"host-local","subnet":"10.251.0.0/16","dataDir":"$RUN/host-local"}}
+ "ipam":{"type":"host-local","subnet":"10.251.0.0/16","dataDir":"$RUN/host-local-ptp"}}
 CONF
+NK="$BIN/netkit-cni"
+PTP="$REF/ptp"
 
-now_us() { echo $(( $(date +%s%N) / 1000 )); }
+# The agent idle, before any endpoint.
+say "agent idle for ${SECS}s"
+a_rss0=$(agent_rss_kib)
+t0=$(agent_ticks)
+sleep "$SECS"
+a_cpu0=$(awk -v d="$(($(agent_ticks) - t0))" -v hz="$CLK_TCK" -v s="$SECS" 'BEGIN {printf "%.2f", 100 * d / hz / s}')
 
-# time_cni PLUGIN CONF CMD POD -> microseconds on stdout
-time_cni() {
-    local plugin="$1" conf="$2" cmd="$3" pod="$4" start end
-    start=$(now_us)
-    nsenter --net="/run/netns/$NODE" env CNI_COMMAND="$cmd" CNI_CONTAINERID="$pod" \
-        CNI_NETNS="/run/netns/$pod" CNI_IFNAME=eth0 CNI_PATH="$REF" "$plugin" <"$conf" >"$RUN/out" \
-        || { echo "bench: $cmd failed for $pod with $plugin: $(cat "$RUN/out")" >&2; exit 1; }
-    end=$(now_us)
-    echo $(( end - start ))
+# --- 1. pod start/stop ---------------------------------------------------------------------
+MODE=""
+FLOOR_DESC=""
+# seq_bench NAME PLUGIN CONF: PODS ADDs one after another, then their DELs.
+seq_bench() {
+    local name="$1" plugin="$2" conf="$3" i prefix="$TAG-$1-s"
+    say "sequential: $PODS pods with $name"
+    netns_batch add "$prefix" 1 "$PODS"
+    : >"$RUN/$name.add"
+    : >"$RUN/$name.del"
+    for ((i = 1; i <= PODS; i++)); do time_cni ADD "$plugin" "$conf" "$prefix-$i" >>"$RUN/$name.add"; done
+    if [ "$name" = nk ]; then
+        MODE="$(ip -d -n "$prefix-1" -o link show dev eth0 | grep -o -w -E 'netkit|veth' | head -n1)"
+        measure_floor "$prefix"
+    fi
+    for ((i = 1; i <= PODS; i++)); do time_cni DEL "$plugin" "$conf" "$prefix-$i" >>"$RUN/$name.del"; done
+    netns_batch del "$prefix" 1 "$PODS"
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2)}'; }
+# The floor: one bare BPF_LINK_CREATE (and the release of that live link), timed by
+# hack/bench/bpf.c around the syscall. veth: tcx_ingress on fresh veth devices; netkit: the
+# netkit_primary hook (still empty) of the devices netkit-cni just created.
+measure_floor() {
+    local prefix="$1" i idx=()
+    : >"$RUN/floor"
+    if [ ! -x "$BPFTOOL_BIN" ]; then
+        FLOOR_DESC="not measured: no C compiler to build hack/bench/bpf.c (apt-get install gcc)"
+        return
+    fi
+    say "floor: $PODS bare attaches"
+    if [ "$MODE" = netkit ]; then
+        for ((i = 1; i <= PODS; i++)); do idx+=("$(host_ifindex "$prefix-$i")"); done
+        nsenter --net="/run/netns/$NODE" "$BPFTOOL_BIN" attach netkit_primary "${idx[@]}" >"$RUN/floor" ||
+            { FLOOR_DESC="not measured: the bare attach failed"; return; }
+        FLOOR_DESC="bare BPF_LINK_CREATE netkit_primary (2-insn prog, empty hook of $PODS netkit devices)"
+    else
+        ip netns add "$TAG-floor"
+        for ((i = 1; i <= PODS; i++)); do
+            ip -n "$TAG-floor" link add "fa$i" type veth peer name "fb$i"
+            ip -n "$TAG-floor" link set "fa$i" up
+            idx+=("$(ip -n "$TAG-floor" -o link show dev "fa$i" | cut -d: -f1)")
+        done
+        ip netns exec "$TAG-floor" "$BPFTOOL_BIN" attach tcx_ingress "${idx[@]}" >"$RUN/floor" ||
+            { FLOOR_DESC="not measured: the bare attach failed"; ip netns del "$TAG-floor"; return; }
+        ip netns del "$TAG-floor"
+        FLOOR_DESC="bare BPF_LINK_CREATE tcx_ingress (2-insn prog, $PODS fresh veth devices)"
+    fi
+    awk '{print $1}' "$RUN/floor" >"$RUN/floor.attach"
+    awk '{print $2}' "$RUN/floor" >"$RUN/floor.release"
+}
 
-# bench NAME PLUGIN CONF -> "add_median del_median" (microseconds)
-bench() {
-    local name="$1" plugin="$2" conf="$3" i pod
-    : >"$RUN/$name.add"; : >"$RUN/$name.del"
-    for i in $(seq "$PODS"); do
-        pod="$TAG-$name-$i"; ip netns add "$pod"
-        time_cni "$plugin" "$conf" ADD "$pod" >>"$RUN/$name.add"
-    done
-    for i in $(seq "$PODS"); do
-        pod="$TAG-$name-$i"
-        time_cni "$plugin" "$conf" DEL "$pod" >>"$RUN/$name.del"
+# burst_bench NAME PLUGIN CONF: BURST ADDs at once (wall time), then BURST DELs at once.
+burst_bench() {
+    local name="$1" plugin="$2" conf="$3" prefix="$TAG-$1-b" t0 t1 t2 fa fd
+    say "burst: $BURST pods in parallel with $name"
+    netns_batch add "$prefix" 1 "$BURST"
+    t0=$(now_us)
+    fa=$(cni_parallel ADD "$plugin" "$conf" "$prefix" 1 "$BURST" "$BURST")
+    t1=$(now_us)
+    fd=$(cni_parallel DEL "$plugin" "$conf" "$prefix" 1 "$BURST" "$BURST")
+    t2=$(now_us)
+    netns_batch del "$prefix" 1 "$BURST"
+    echo "$((t1 - t0)) $((t2 - t1)) $fa $fd" >"$RUN/$name.burst"
+}
+
+# grow_to NAME PLUGIN CONF N: fill the node with pods NAME-g-* up to N (untimed, 25 at a time).
+grow_to() {
+    local name="$1" plugin="$2" conf="$3" n="$4" have f
+    have=$(cat "$RUN/$name.have" 2>/dev/null || echo 0)
+    [ "$n" -gt "$have" ] || return 0
+    say "filling the node to $n pods with $name"
+    netns_batch add "$TAG-$name-g" $((have + 1)) "$n"
+    f=$(cni_parallel ADD "$plugin" "$conf" "$TAG-$name-g" $((have + 1)) "$n" 25)
+    [ "$f" = 0 ] || die "filling the node with $name: $f ADDs failed"
+    echo "$n" >"$RUN/$name.have"
+}
+# grow_sample NAME PLUGIN CONF AT: SAMPLE timed ADDs, each DELeted again (untimed), so the
+# node holds AT pods at each ADD. Times go to $RUN/NAME.at.AT.
+grow_sample() {
+    local name="$1" plugin="$2" conf="$3" at="$4" j pod
+    say "timing $SAMPLE ADDs with $name on a node with $at pods"
+    : >"$RUN/$name.at.$at"
+    for ((j = 1; j <= SAMPLE; j++)); do
+        pod="$TAG-$name-x$at-$j"
+        ip netns add "$pod"
+        time_cni ADD "$plugin" "$conf" "$pod" >>"$RUN/$name.at.$at"
+        cni DEL "$plugin" "$conf" "$pod" || die "DEL failed for $pod: $(cat "$RUN/out/$pod.DEL")"
         ip netns del "$pod"
     done
-    echo "$(median <"$RUN/$name.add") $(median <"$RUN/$name.del")"
+}
+# grow_teardown NAME PLUGIN CONF: DEL every NAME-g-* pod (50 at a time); wall time to NAME.teardown.
+grow_teardown() {
+    local name="$1" plugin="$2" conf="$3" have t0 f
+    have=$(cat "$RUN/$name.have" 2>/dev/null || echo 0)
+    [ "$have" -gt 0 ] || return 0
+    say "removing $have pods of $name"
+    t0=$(now_us)
+    f=$(cni_parallel DEL "$plugin" "$conf" "$TAG-$name-g" 1 "$have" 50)
+    echo "$(($(now_us) - t0)) $f" >"$RUN/$name.teardown"
+    netns_batch del "$TAG-$name-g" 1 "$have"
+    echo 0 >"$RUN/$name.have"
 }
 
-read -r nk_add nk_del < <(bench netkit "$BIN/netkit-cni" "$RUN/netkit.conf")
-mode=$([ -n "${NETKIT_VM_GUEST:-}" ] && echo netkit || echo "auto: veth here")
-printf 'netkit-cni (%s, built-in IPAM, dual-stack): ADD median %6.1f ms   DEL median %6.1f ms   (%s pods)\n' \
-    "$mode" "$(echo "$nk_add/1000" | bc -l)" "$(echo "$nk_del/1000" | bc -l)" "$PODS"
-if [ -x "$REF/ptp" ]; then
-    read -r ptp_add ptp_del < <(bench ptp "$REF/ptp" "$RUN/ptp.conf")
-    printf 'ptp + host-local (IPv4 only):              ADD median %6.1f ms   DEL median %6.1f ms\n' \
-        "$(echo "$ptp_add/1000" | bc -l)" "$(echo "$ptp_del/1000" | bc -l)"
-    printf 'ratio netkit-cni / ptp:                     ADD %.2f   DEL %.2f\n' \
-        "$(echo "$nk_add/$ptp_add" | bc -l)" "$(echo "$nk_del/$ptp_del" | bc -l)"
+seq_bench nk "$NK" "$RUN/nk.conf"
+seq_bench nkhl "$NK" "$RUN/nkhl.conf"
+seq_bench ptp "$PTP" "$RUN/ptp.conf"
+burst_bench nk "$NK" "$RUN/nk.conf"
+burst_bench nkhl "$NK" "$RUN/nkhl.conf"
+burst_bench ptp "$PTP" "$RUN/ptp.conf"
+
+# Growth, and the agent under ENDPOINTS endpoints (built-in IPAM from the /16).
+grow_to nk "$NK" "$RUN/nk.conf" "$FEW"
+grow_sample nk "$NK" "$RUN/nk.conf" "$FEW"
+grow_to nk "$NK" "$RUN/nk.conf" "$GROW"
+grow_sample nk "$NK" "$RUN/nk.conf" "$GROW"
+a_t_fill=$(agent_ticks)
+grow_to nk "$NK" "$RUN/nk.conf" "$ENDPOINTS"
+a_fill_ticks=$(($(agent_ticks) - a_t_fill))
+a_filled=$((ENDPOINTS - GROW))
+grow_sample nk "$NK" "$RUN/nk.conf" "$ENDPOINTS"
+say "agent idle with $ENDPOINTS endpoints for ${SECS}s"
+a_eps=$("$BIN/netkit-agent" endpoints --socket "$SOCK" --json | grep -c '"id"' || true)
+a_rss1=$(agent_rss_kib)
+t0=$(agent_ticks)
+sleep "$SECS"
+a_cpu1=$(awk -v d="$(($(agent_ticks) - t0))" -v hz="$CLK_TCK" -v s="$SECS" 'BEGIN {printf "%.2f", 100 * d / hz / s}')
+a_hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$AGENT_PID/status")
+grow_teardown nk "$NK" "$RUN/nk.conf"
+grow_to ptp "$PTP" "$RUN/ptp.conf" "$FEW"
+grow_sample ptp "$PTP" "$RUN/ptp.conf" "$FEW"
+grow_to ptp "$PTP" "$RUN/ptp.conf" "$GROW"
+grow_sample ptp "$PTP" "$RUN/ptp.conf" "$GROW"
+grow_teardown ptp "$PTP" "$RUN/ptp.conf"
+
+# --- header --------------------------------------------------------------------------------
+rcu_now="$(cat "$RCU_FILE" 2>/dev/null || echo unknown)"
+if [ "$RCU_SET" = 1 ]; then
+    rcu_line="$rcu_now (set by --rcu-expedited for this run; was $RCU_SAVED, restored on exit)"
+else
+    rcu_line="$rcu_now (as found; --rcu-expedited sets 1 for a run)"
 fi
+cpu_model="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
+if [ -n "${NETKIT_VM_GUEST:-}" ]; then
+    where="netkit VM (qemu TCG; host CPU ${NETKIT_BENCH_HOST_CPU:-unknown})"
+else
+    where="${cpu_model:-unknown CPU}"
+fi
+case "$MODE" in
+netkit) mode_line="netkit (egress program on the netkit peer hook)" ;;
+veth) mode_line="veth fallback, tcx (this kernel has no netkit)" ;;
+*) mode_line="unknown" ;;
+esac
+echo "netkit-cni benchmarks (hack/bench.sh, issue 9): $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "  machine:        $where, $(nproc) CPUs, $(awk '/^MemTotal:/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r)"
+echo "  code:           $COMMIT (release build)"
+echo "  datapath mode:  $mode_line"
+echo "  rcu_expedited:  $rcu_line"
+echo "  machine load:   1-min load average $LOAD_START at the start, $(cut -d' ' -f1 /proc/loadavg) after part 1 (other work shares these CPUs)"
+echo "  sizes:          $PODS sequential pods, bursts of $BURST, growth $FEW -> $GROW pods ($SAMPLE ADDs timed at each), agent at $ENDPOINTS endpoints, ${SECS}s per datapath test"
+echo "  peers:          netkit-cni built-in IPAM (IPv4 + IPv6, the default), netkit-cni + host-local (IPv4),"
+echo "                  ptp + host-local (IPv4, containernetworking-plugins $REF); one CNI call = nsenter + plugin process"
+echo
 
-# --- throughput ------------------------------------------------------------------------
-SECS="${NETKIT_BENCH_SECS:-5}"
-# iperf3 from pod CLIENT to pod SERVER at ADDR, one TCP stream -> Gbit/s
-iperf() {
-    local client="$1" server="$2" addr="$3"
-    ip netns exec "$server" iperf3 -s -1 -D -B "$addr" -I "$RUN/iperf.pid" >/dev/null
-    sleep 0.3
-    ip netns exec "$client" iperf3 -c "$addr" -t "$SECS" -J \
-        | sed -n 's/.*"bits_per_second":[[:space:]]*\([0-9.e+]*\).*/\1/p' | tail -n1 \
-        | awk '{printf "%.2f", $1 / 1e9}'
-}
-pod_addr() { ip -n "$1" -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1; }
-
-two_pods() { # NAME PLUGIN CONF -> creates $TAG-NAME-t1/t2
-    local name="$1" plugin="$2" conf="$3" i
-    for i in 1 2; do
-        ip netns add "$TAG-$name-t$i"
-        time_cni "$plugin" "$conf" ADD "$TAG-$name-t$i" >/dev/null
+# --- table 1 -------------------------------------------------------------------------------
+row4() { printf '  %-44s %9s %9s %9s %9s\n' "$@"; }
+echo "1. Pod start/stop (ms; p99 = nearest rank, i.e. the slowest of $PODS)"
+row4 "sequential, $PODS pods each" "ADD p50" "ADD p99" "DEL p50" "DEL p99"
+declare -A A50 A99 D50 D99
+for n in nk nkhl ptp; do
+    A50[$n]=$(pct 50 "$RUN/$n.add"); A99[$n]=$(pct 99 "$RUN/$n.add")
+    D50[$n]=$(pct 50 "$RUN/$n.del"); D99[$n]=$(pct 99 "$RUN/$n.del")
+done
+label_nk="netkit-cni, built-in IPAM"
+label_nkhl="netkit-cni, host-local IPAM"
+label_ptp="ptp + host-local"
+row4 "$label_nk" "$(ms "${A50[nk]}")" "$(ms "${A99[nk]}")" "$(ms "${D50[nk]}")" "$(ms "${D99[nk]}")"
+ag="$RUN/agent.seq"
+agent_elapsed "$TAG-nk-s-" >"$ag"
+row4 "  of which the agent's own work (*)" "$(ms "$(pct 50 "$ag")")" "$(ms "$(pct 99 "$ag")")" "" ""
+row4 "$label_nkhl" "$(ms "${A50[nkhl]}")" "$(ms "${A99[nkhl]}")" "$(ms "${D50[nkhl]}")" "$(ms "${D99[nkhl]}")"
+row4 "$label_ptp" "$(ms "${A50[ptp]}")" "$(ms "${A99[ptp]}")" "$(ms "${D50[ptp]}")" "$(ms "${D99[ptp]}")"
+for n in nk nkhl; do
+    row4 "ratio netkit-cni $([ $n = nk ] && echo built-in || echo host-local) / ptp" \
+        "$(ratio "${A50[$n]}" "${A50[ptp]}")" "$(ratio "${A99[$n]}" "${A99[ptp]}")" \
+        "$(ratio "${D50[$n]}" "${D50[ptp]}")" "$(ratio "${D99[$n]}" "${D99[ptp]}")"
+done
+for n in nk nkhl ptp; do
+    l="label_$n"
+    row4 "ratio p99 / p50, ${!l}" "$(ratio "${A99[$n]}" "${A50[$n]}")" "" "$(ratio "${D99[$n]}" "${D50[$n]}")" ""
+done
+echo "    (*) elapsed_us of the agent's \"endpoint programmed\" log line for those ADDs: request parsed ->"
+echo "        endpoint attached, mapped and registered"
+if [ -s "$RUN/floor.attach" ]; then
+    F50=$(pct 50 "$RUN/floor.attach")
+    row4 "floor: one bare attach" "$(ms "$F50")" "$(ms "$(pct 99 "$RUN/floor.attach")")" "" ""
+    row4 "floor: release of that live link (close)" "" "" "$(ms "$(pct 50 "$RUN/floor.release")")" "$(ms "$(pct 99 "$RUN/floor.release")")"
+    echo "    (floor = $FLOOR_DESC, timed around the syscall by hack/bench/bpf.c)"
+    for n in nk nkhl; do
+        l="label_$n"
+        printf '  %-44s %9s   (ADD p50 - floor: %s ms)\n' \
+            "ratio netkit-cni $([ $n = nk ] && echo built-in || echo host-local) ADD p50 / floor" \
+            "$(ratio "${A50[$n]}" "$F50")" "$(ms $((${A50[$n]} - F50)))"
     done
+else
+    F50=""
+    echo "  floor: $FLOOR_DESC"
+fi
+echo
+row4 "burst of $BURST in parallel (wall s)" "ADD wall" "DEL wall" "failed" ""
+declare -A BA BD
+for n in nk nkhl ptp; do
+    read -r "BA[$n]" "BD[$n]" fa fd <"$RUN/$n.burst"
+    l="label_$n"
+    row4 "${!l}" "$(secs "${BA[$n]}")" "$(secs "${BD[$n]}")" "$fa + $fd" ""
+done
+for n in nk nkhl; do
+    row4 "ratio netkit-cni $([ $n = nk ] && echo built-in || echo host-local) / ptp" \
+        "$(ratio "${BA[$n]}" "${BA[ptp]}")" "$(ratio "${BD[$n]}" "${BD[ptp]}")" "" ""
+done
+if [ -n "$F50" ]; then
+    serial=$((BURST * F50 + ${BA[ptp]}))
+    row4 "serialised floor: $BURST x floor + ptp's wall" "$(secs "$serial")" "" "" ""
+    row4 "ratio netkit-cni built-in / serialised floor" "$(ratio "${BA[nk]}" "$serial")" "" "" ""
+fi
+echo
+row4 "ADD p50 as the node fills ($SAMPLE ADDs each)" "$FEW pods" "$GROW pods" "growth" ""
+for n in nk ptp; do
+    l="label_$n"
+    g0=$(pct 50 "$RUN/$n.at.$FEW")
+    g1=$(pct 50 "$RUN/$n.at.$GROW")
+    row4 "${!l}" "$(ms "$g0")" "$(ms "$g1")" "$(ratio "$g1" "$g0")" ""
+done
+g0=$(pct 50 "$RUN/nk.at.$FEW")
+g1=$(pct 50 "$RUN/nk.at.$GROW")
+row4 "ratio netkit-cni built-in / ptp" "$(ratio "$g0" "$(pct 50 "$RUN/ptp.at.$FEW")")" \
+    "$(ratio "$g1" "$(pct 50 "$RUN/ptp.at.$GROW")")" "" ""
+echo
+
+# --- 2. datapath, same node ----------------------------------------------------------------
+# iperf_run CLIENT SERVER ADDR STREAMS -> "GBIT_S CPU_S_PER_GB"
+iperf_run() {
+    local client="$1" server="$2" addr="$3" streams="$4" b0 b1 out="$RUN/iperf.json"
+    ip netns exec "$server" iperf3 -s -1 -D -B "$addr" -p 5201 -I "$RUN/iperf.pid" >/dev/null
+    sleep 0.3
+    b0=$(busy_ticks)
+    ip netns exec "$client" iperf3 -c "$addr" -p 5201 -t "$SECS" -P "$streams" -J >"$out" || true
+    b1=$(busy_ticks)
+    # The end summary: "sum_received": { ... "bytes": N, "bits_per_second": X ... }
+    awk -v busy=$((b1 - b0)) -v hz="$CLK_TCK" '
+        /"sum_received"/ {r = 1}
+        r && /"bytes"/ && !bytes {gsub(/[^0-9.e+]/, "", $2); bytes = $2}
+        r && /"bits_per_second"/ && !bps {gsub(/[^0-9.e+]/, "", $2); bps = $2}
+        END {if (bytes > 0) printf "%.2f %.2f\n", bps / 1e9, (busy / hz) / (bytes / 1e9); else print "- -"}
+    ' "$out"
+    [ -f "$RUN/iperf.pid" ] && kill "$(cat "$RUN/iperf.pid")" 2>/dev/null
+    rm -f "$RUN/iperf.pid"
+}
+# rr_run CLIENT SERVER ADDR tcp|udp -> "P50_US P99_US" (round trip, sockperf ping-pong)
+rr_run() {
+    local client="$1" server="$2" addr="$3" proto="$4" flag="" spid out="$RUN/sockperf.out"
+    [ "$proto" = tcp ] && flag=--tcp
+    ip netns exec "$server" sockperf server -i "$addr" -p 11111 $flag >/dev/null 2>&1 &
+    spid=$!
+    SERVER_PIDS+=("$spid")
+    sleep 0.5
+    ip netns exec "$client" sockperf ping-pong -i "$addr" -p 11111 $flag -t "$SECS" --full-rtt >"$out" 2>&1 || true
+    kill "$spid" 2>/dev/null
+    wait "$spid" 2>/dev/null || true
+    awk '/percentile 50.000 =/ {p50 = $NF} /percentile 99.000 =/ {p99 = $NF}
+        END {if (p50 == "") print "- -"; else printf "%.1f %.1f\n", p50, p99}' "$out"
+}
+# http_run CLIENT SERVER ADDR -> "CONN_PER_S ERRORS"
+http_run() {
+    local client="$1" server="$2" addr="$3" hpid out="$RUN/wrk.out"
+    ip netns exec "$server" busybox httpd -f -p "$addr:8080" -h "$RUN/www" &
+    hpid=$!
+    SERVER_PIDS+=("$hpid")
+    sleep 0.3
+    ip netns exec "$client" wrk -t 1 -c 8 -d "${SECS}s" -H 'Connection: close' \
+        "http://$addr:8080/index.html" >"$out" 2>&1 || true
+    kill "$hpid" 2>/dev/null
+    wait "$hpid" 2>/dev/null || true
+    awk '/^Requests\/sec:/ {r = $2}
+        /Socket errors:/ {gsub(/,/, ""); e += $4 + $6 + $8 + $10}
+        /Non-2xx/ {e += $NF}
+        END {if (r == "") print "- -"; else printf "%.0f %d\n", r, e}' "$out"
 }
 
-if command -v iperf3 >/dev/null; then
-    two_pods netkit "$BIN/netkit-cni" "$RUN/netkit.conf"
-    nk_bw=$(iperf "$TAG-netkit-t1" "$TAG-netkit-t2" "$(pod_addr "$TAG-netkit-t2")")
-    ip netns add "$TAG-lo"; ip -n "$TAG-lo" link set lo up
-    lo_bw=$(iperf "$TAG-lo" "$TAG-lo" 127.0.0.1)
-    printf 'pod-to-pod TCP, netkit-cni:                 %6s Gbit/s\n' "$nk_bw"
-    printf 'loopback in one namespace (limit):          %6s Gbit/s\n' "$lo_bw"
-    if [ -x "$REF/ptp" ]; then
-        two_pods ptp "$REF/ptp" "$RUN/ptp.conf"
-        ptp_bw=$(iperf "$TAG-ptp-t1" "$TAG-ptp-t2" "$(pod_addr "$TAG-ptp-t2")")
-        printf 'pod-to-pod TCP, ptp:                        %6s Gbit/s\n' "$ptp_bw"
-        printf 'ratio netkit-cni / ptp:                     %.2f\n' "$(echo "$nk_bw/$ptp_bw" | bc -l)"
-    fi
-    printf 'ratio netkit-cni / loopback:                %.2f\n' "$(echo "$nk_bw/$lo_bw" | bc -l)"
+say "datapath: pods for netkit-cni and ptp, a loopback namespace"
+for i in 1 2; do
+    ip netns add "$TAG-nk-t$i"
+    time_cni ADD "$NK" "$RUN/nk.conf" "$TAG-nk-t$i" >/dev/null
+    ip netns add "$TAG-ptp-t$i"
+    time_cni ADD "$PTP" "$RUN/ptp.conf" "$TAG-ptp-t$i" >/dev/null
+done
+ip netns add "$TAG-lo"
+ip -n "$TAG-lo" link set lo up
+declare -A PEER_C PEER_S PEER_A
+PEER_C[nk]="$TAG-nk-t1" PEER_S[nk]="$TAG-nk-t2" PEER_A[nk]="$(pod_addr "$TAG-nk-t2")"
+PEER_C[ptp]="$TAG-ptp-t1" PEER_S[ptp]="$TAG-ptp-t2" PEER_A[ptp]="$(pod_addr "$TAG-ptp-t2")"
+PEER_C[lo]="$TAG-lo" PEER_S[lo]="$TAG-lo" PEER_A[lo]=127.0.0.1
+declare -A R
+SKIPS=()
+if have iperf3; then
+    for p in nk ptp lo; do
+        say "iperf3 ($p): 1 and 4 streams, ${SECS}s each"
+        read -r "R[$p.bw1]" "R[$p.cpu1]" < <(iperf_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}" 1)
+        read -r "R[$p.bw4]" "R[$p.cpu4]" < <(iperf_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}" 4)
+    done
+else
+    SKIPS+=("TCP throughput and CPU per GB: skipped, iperf3 is not installed (apt-get install iperf3)")
 fi
+if have sockperf; then
+    for p in nk ptp lo; do
+        say "sockperf ping-pong ($p): TCP and UDP, ${SECS}s each"
+        read -r "R[$p.tcp50]" "R[$p.tcp99]" < <(rr_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}" tcp)
+        read -r "R[$p.udp50]" "R[$p.udp99]" < <(rr_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}" udp)
+    done
+else
+    SKIPS+=("request/response latency: skipped, sockperf is not installed (apt-get install sockperf)")
+fi
+if ! have wrk; then
+    SKIPS+=("HTTP connections/s: skipped, wrk is not installed (apt-get install wrk)")
+elif ! busybox httpd --help >/dev/null 2>&1 && ! busybox --list 2>/dev/null | grep -qx httpd; then
+    SKIPS+=("HTTP connections/s: skipped, busybox with httpd is not installed (apt-get install busybox-static)")
+else
+    for p in nk ptp lo; do
+        say "wrk ($p): new connection per request, ${SECS}s"
+        read -r "R[$p.http]" "R[$p.httperr]" < <(http_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}")
+    done
+fi
+for i in 1 2; do
+    cni DEL "$NK" "$RUN/nk.conf" "$TAG-nk-t$i" || true
+    cni DEL "$PTP" "$RUN/ptp.conf" "$TAG-ptp-t$i" || true
+done
+
+row5() { printf '  %-40s %10s %10s %10s %17s %22s\n' "$@"; }
+echo "2. Datapath, same node (${SECS}s per test; IPv4 pod -> pod; loopback = two processes over 127.0.0.1 in one namespace)"
+row5 "" "netkit-cni" "ptp" "loopback" "netkit-cni / ptp" "netkit-cni / loopback"
+echo "  (throughput and connections/s: higher is better; round trips and CPU per GB: lower is better)"
+drow() { # LABEL KEY
+    row5 "$1" "${R[nk.$2]:--}" "${R[ptp.$2]:--}" "${R[lo.$2]:--}" \
+        "$(ratio "${R[nk.$2]:-}" "${R[ptp.$2]:-}")" "$(ratio "${R[nk.$2]:-}" "${R[lo.$2]:-}")"
+}
+if have iperf3; then
+    drow "TCP, 1 stream (Gbit/s, iperf3)" bw1
+    drow "TCP, 4 streams (Gbit/s, iperf3 -P 4)" bw4
+    drow "CPU s per GB, 1 stream (/proc/stat)" cpu1
+    drow "CPU s per GB, 4 streams (/proc/stat)" cpu4
+fi
+if have sockperf; then
+    drow "TCP round trip p50 (us, sockperf pp)" tcp50
+    drow "TCP round trip p99 (us)" tcp99
+    drow "UDP round trip p50 (us, sockperf pp)" udp50
+    drow "UDP round trip p99 (us)" udp99
+fi
+if [ -n "${R[nk.http]:-}" ]; then
+    drow "HTTP connections/s (wrk -c 8, close)" http
+    echo "    (wrk: 1 thread, 8 connections, a new TCP connection per request, 612-byte file from busybox httpd;"
+    echo "     errors: netkit-cni ${R[nk.httperr]:--}, ptp ${R[ptp.httperr]:--}, loopback ${R[lo.httperr]:--})"
+fi
+if have iperf3; then
+    echo "    (CPU per GB: busy time of all CPUs from /proc/stat over the iperf3 run, whole machine, / GB received)"
+fi
+for s in "${SKIPS[@]}"; do echo "  $s"; done
+echo
+
+echo "3. Datapath, cross node: not measured (needs the cross-node datapath; see issue 9)"
+echo
+
+# --- 4. agent ------------------------------------------------------------------------------
+echo "4. Agent (built-in IPAM from a /16; CPU = utime + stime of the agent process)"
+row4 "" "idle" "$ENDPOINTS eps" "ratio" ""
+row4 "endpoints registered" "0" "$a_eps" "" ""
+row4 "RSS (MiB, VmRSS)" "$(awk -v k="$a_rss0" 'BEGIN {printf "%.1f", k/1024}')" \
+    "$(awk -v k="$a_rss1" 'BEGIN {printf "%.1f", k/1024}')" "$(ratio "$a_rss1" "$a_rss0")" ""
+row4 "peak RSS so far (MiB, VmHWM)" "" "$(awk -v k="$a_hwm" 'BEGIN {printf "%.1f", k/1024}')" "" ""
+row4 "CPU, no requests (% of one CPU over ${SECS}s)" "$a_cpu0" "$a_cpu1" "" ""
+row4 "CPU per ADD (ms; $a_filled ADDs, 25 parallel)" "" \
+    "$(awk -v t="$a_fill_ticks" -v hz="$CLK_TCK" -v n="$a_filled" 'BEGIN {if (n > 0) printf "%.2f", 1000 * t / hz / n; else print "-"}')" "" ""
+agent_elapsed "$TAG-nk-x$ENDPOINTS-" >"$RUN/agent.full"
+agent_elapsed "$TAG-nk-x$FEW-" >"$RUN/agent.few"
+row4 "request-to-ack (ms; $SAMPLE ADDs each)" "$FEW eps" "$ENDPOINTS eps" "ratio" ""
+row4 "  p50" "$(ms "$(pct 50 "$RUN/agent.few")")" "$(ms "$(pct 50 "$RUN/agent.full")")" \
+    "$(ratio "$(pct 50 "$RUN/agent.full")" "$(pct 50 "$RUN/agent.few")")" ""
+row4 "  p99" "$(ms "$(pct 99 "$RUN/agent.few")")" "$(ms "$(pct 99 "$RUN/agent.full")")" \
+    "$(ratio "$(pct 99 "$RUN/agent.full")" "$(pct 99 "$RUN/agent.few")")" ""
+echo "    (request-to-ack: elapsed_us of the agent's \"endpoint programmed\" log line, its own time from"
+echo "     the request parsed to the endpoint attached, mapped and registered, just before the reply)"
+if [ -f "$RUN/nk.teardown" ]; then
+    read -r td tdf <"$RUN/nk.teardown"
+    echo "  teardown of the $ENDPOINTS endpoints by CNI DEL, 50 in parallel: $(secs "$td") s wall, $tdf failed"
+fi
+# Verifier: the programs the agent holds open (fdinfo of its bpf-prog fds).
+prog_ids=$(for fd in /proc/"$AGENT_PID"/fd/*; do
+    [ "$(readlink "$fd" 2>/dev/null)" = "anon_inode:bpf-prog" ] || continue
+    awk '/^prog_id:/ {print $2}' "/proc/$AGENT_PID/fdinfo/${fd##*/}"
+done | sort -un)
+if [ -z "$prog_ids" ]; then
+    echo "  verifier: skipped, the agent holds no program fd to read"
+elif [ -x "$BPFTOOL_BIN" ]; then
+    row4 "verifier, per program (bpf_prog_info)" "verified" "xlated B" "jited B" ""
+    # shellcheck disable=SC2086
+    "$BPFTOOL_BIN" info $prog_ids | while read -r id name vi xl ji; do
+        row4 "  $name (id $id)" "$vi" "$xl" "$ji" ""
+    done
+    echo "    (verified = instructions the verifier processed, bpf_prog_info.verified_insns; 0 = kernel < 5.16)"
+else
+    row4 "verifier, per program (fdinfo)" "verified" "" "" ""
+    for fd in /proc/"$AGENT_PID"/fd/*; do
+        [ "$(readlink "$fd" 2>/dev/null)" = "anon_inode:bpf-prog" ] || continue
+        awk '/^prog_id:/ {id = $2} /^prog_tag:/ {t = $2} /^verified_insns:/ {v = $2}
+            END {printf "  %-44s %9s\n", "  prog id " id " tag " t, (v == "" ? "n/a" : v)}' "/proc/$AGENT_PID/fdinfo/${fd##*/}"
+    done | sort -u
+    echo "    (names, xlated and jited sizes: hack/bench/bpf.c not built, no C compiler)"
+fi
+echo
+echo "(run took $(awk -v u=$(($(now_us) - RUN_START)) 'BEGIN {printf "%.0f", u / 1e6}') s)"
