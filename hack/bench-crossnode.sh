@@ -6,12 +6,23 @@
 #   pod -> remote pod against node -> node over the same wire.
 # Prints both and their ratios, plus the datapath counters that prove the fast path ran.
 #
-#   hack/bench-crossnode.sh        (NETKIT_BENCH_SECS=5 per throughput run)
+#   hack/bench-crossnode.sh        on this kernel (veth here) (NETKIT_BENCH_SECS=5 per run)
+#   hack/bench-crossnode.sh --vm   inside the netkit VM (TCG: read the ratios)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-(cd "$REPO" && cargo build --release --bins -p netkit-cni -p netkit-agent >/dev/null 2>&1)
-BIN="$REPO/target/release"
+if [ -z "${NETKIT_VM_GUEST:-}" ]; then
+    (cd "$REPO" && cargo build --release --bins -p netkit-cni -p netkit-agent >/dev/null 2>&1)
+    BIN="$REPO/target/release"
+    if [ "${1:-}" = "--vm" ]; then
+        # The same measurement inside the netkit VM: pods on netkit there.
+        exec "$REPO/hack/vm/run.sh" --bin "$BIN/netkit-cni" --bin "$BIN/netkit-agent" \
+            --bin "$REPO/hack/bench-crossnode.sh" --bin "$(command -v iperf3)" \
+            --bin "$(command -v bc)" --bin "$(command -v nsenter)" -- bench-crossnode.sh
+    fi
+else
+    BIN="${NETKIT_BIN_DIR:-/opt/netkit/bin}"
+fi
 SECS="${NETKIT_BENCH_SECS:-5}"
 TAG="nkx$$"
 RUN="/run/$TAG"
@@ -33,7 +44,7 @@ for i in 1 2; do
     n="$TAG-n$i"
     ip netns add "$n"
     ip -n "$n" link set lo up
-    ip netns exec "$n" sysctl -qw net.ipv4.ip_forward=1
+    ip netns exec "$n" sh -c 'echo 1 > /proc/sys/net/ipv4/ip_forward'
     ip link add "${TAG}p$i" netns "$TAG-wire" type veth peer eth0 netns "$n"
     ip -n "$TAG-wire" link set "${TAG}p$i" master br0 up
     ip -n "$n" addr add "192.0.2.$i/24" dev eth0
@@ -96,7 +107,8 @@ recv=$(( $(stat n2 redirect_peer) - recv0 ))
 node_bw=$(iperf "$TAG-n1" "$TAG-n2" 192.0.2.2)
 node_rtt=$(rtt "$TAG-n1" 192.0.2.2)
 
-printf 'cross-node, %s, %s s per run\n' "$(uname -r)" "$SECS"
+mode=$([ -n "${NETKIT_VM_GUEST:-}" ] && echo "netkit (VM)" || echo "veth fallback")
+printf 'cross-node, %s, pods on %s, %s s per run\n' "$(uname -r)" "$mode" "$SECS"
 printf '  TCP throughput   pod -> remote pod %7s Gbit/s   node -> node %7s Gbit/s   ratio %.2f\n' \
     "$pod_bw" "$node_bw" "$(echo "$pod_bw/$node_bw" | bc -l)"
 printf '  ICMP RTT (avg)   pod -> remote pod %7s us       node -> node %7s us       ratio %.2f\n' \
