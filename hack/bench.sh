@@ -117,6 +117,8 @@ AGENT_PID=""
 RCU_FILE=/sys/kernel/rcu_expedited
 RCU_SAVED=""
 SERVER_PIDS=()
+REPORT=""
+REPORT_DONE=0
 
 say() { echo "bench: $*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -126,6 +128,11 @@ my_netns() { ip netns list | awk '{print $1}' | grep "^$TAG-" || true; }
 cleanup() {
     set +e
     local pid ns
+    if [ -n "$REPORT" ] && [ -f "$REPORT" ]; then
+        exec >&3
+        cat "$REPORT"
+        [ "$REPORT_DONE" = 1 ] || echo "(incomplete: the run stopped early)"
+    fi
     for pid in "${SERVER_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
     if [ -n "$AGENT_PID" ]; then kill "$AGENT_PID" 2>/dev/null && wait "$AGENT_PID" 2>/dev/null; fi
     # Anything still running inside our namespaces was started by this script.
@@ -390,6 +397,11 @@ grow_to ptp "$PTP" "$RUN/ptp.conf" "$GROW"
 grow_sample ptp "$PTP" "$RUN/ptp.conf" "$GROW"
 grow_teardown ptp "$PTP" "$RUN/ptp.conf"
 
+# The tables are collected and printed together at the end (in the VM, progress and tables
+# share the console); a run that fails halfway still prints what it has.
+REPORT="$RUN/report"
+exec 3>&1 >"$REPORT"
+
 # --- header --------------------------------------------------------------------------------
 rcu_now="$(cat "$RCU_FILE" 2>/dev/null || echo unknown)"
 if [ "$RCU_SET" = 1 ]; then
@@ -413,7 +425,11 @@ echo "  machine:        $where, $(nproc) CPUs, $(awk '/^MemTotal:/ {printf "%.0f
 echo "  code:           $COMMIT (release build)"
 echo "  datapath mode:  $mode_line"
 echo "  rcu_expedited:  $rcu_line"
-echo "  machine load:   1-min load average $LOAD_START at the start, $(cut -d' ' -f1 /proc/loadavg) after part 1 (other work shares these CPUs)"
+if [ -n "${NETKIT_VM_GUEST:-}" ]; then
+    echo "  machine load:   guest 1-min load average $LOAD_START before the run (the host's other work is not visible here)"
+else
+    echo "  machine load:   1-min load average $LOAD_START before the run's own work (other work shares these CPUs)"
+fi
 echo "  sizes:          $PODS sequential pods, bursts of $BURST, growth $FEW -> $GROW pods ($SAMPLE ADDs timed at each), agent at $ENDPOINTS endpoints, ${SECS}s per datapath test"
 echo "  peers:          netkit-cni built-in IPAM (IPv4 + IPv6, the default), netkit-cni + host-local (IPv4),"
 echo "                  ptp + host-local (IPv4, containernetworking-plugins $REF); one CNI call = nsenter + plugin process"
@@ -530,7 +546,7 @@ rr_run() {
 # http_run CLIENT SERVER ADDR -> "CONN_PER_S ERRORS"
 http_run() {
     local client="$1" server="$2" addr="$3" hpid out="$RUN/wrk.out"
-    ip netns exec "$server" busybox httpd -f -p "$addr:8080" -h "$RUN/www" &
+    ip netns exec "$server" busybox httpd -f -p "$addr:8080" -h "$RUN/www" >/dev/null 2>&1 &
     hpid=$!
     SERVER_PIDS+=("$hpid")
     sleep 0.3
@@ -674,3 +690,4 @@ else
 fi
 echo
 echo "(run took $(awk -v u=$(($(now_us) - RUN_START)) 'BEGIN {printf "%.0f", u / 1e6}') s)"
+REPORT_DONE=1
