@@ -30,9 +30,9 @@
 #
 # Everything runs in network namespaces the script creates (named nkbench<PID>-*), with its
 # own agent, bpffs directory and state under /run; traffic goes only between those namespaces
-# and over their loopback. All of it is removed on exit. A missing optional tool (sockperf,
-# wrk, bpftool, cc) skips its figures with a line naming it. Progress goes to stderr, the
-# tables to stdout.
+# and over their loopback. All of it is removed on exit. A missing optional tool (iperf3,
+# sockperf, wrk, busybox's httpd, cc for hack/bench/bpf.c) skips its figures with a line naming
+# it. Progress goes to stderr; the tables go to stdout, together at the end of the run.
 set -euo pipefail
 export LC_ALL=C
 
