@@ -639,7 +639,13 @@ fi
 for s in "${SKIPS[@]}"; do echo "  $s"; done
 echo
 
-echo "3. Datapath, cross node: not measured (needs the cross-node datapath; see issue 9)"
+# Two nodes on one wire, an agent on each: its own script, since it builds its own nodes.
+if [ -z "${NETKIT_VM_GUEST:-}" ] && [ -x "$REPO/hack/bench-crossnode.sh" ]; then
+    echo "3. Datapath, cross node (hack/bench-crossnode.sh: pod -> remote pod vs node -> node, one wire)"
+    "$REPO/hack/bench-crossnode.sh" | sed 's/^/  /' || echo "  (hack/bench-crossnode.sh failed)"
+else
+    echo "3. Datapath, cross node: run hack/bench-crossnode.sh --vm for netkit (its own VM boot)"
+fi
 echo
 
 # --- 4. agent ------------------------------------------------------------------------------

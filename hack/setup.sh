@@ -16,7 +16,7 @@ APT_PACKAGES=(
     # build
     build-essential pkg-config "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" libzstd-dev zlib1g-dev
     # network tools the tests and the demo drive
-    iproute2 iputils-ping iperf3 kmod iptables nftables bc
+    iproute2 iputils-ping iperf3 kmod iptables nftables bc sockperf wrk
     # containerd tier
     containerd runc containernetworking-plugins
     # VM tier
