@@ -113,23 +113,36 @@ async fn route_loop(
     socket: PathBuf,
 ) {
     let mut last_good: Option<NodeList> = None;
+    // Why the source's current contents are refused, until it changes into something
+    // usable: status keeps saying so across the periodic reconciles meanwhile.
+    let mut refused: Option<String> = None;
+    let mut summary = String::new();
     let mut ready = false;
     let mut tick = tokio::time::interval(nodes::file::POLL_EVERY);
     let mut last_full = tokio::time::Instant::now();
     loop {
         tick.tick().await;
         let changed = match source.poll() {
-            Some(Ok(list)) if last_good.as_ref() != Some(&list) => {
+            Some(Ok(list)) => {
+                refused = None;
+                let changed = last_good.as_ref() != Some(&list);
                 last_good = Some(list);
-                true
+                changed
             }
             Some(Err(e)) => {
                 tracing::error!(error = %e, "the node list cannot be used; keeping the last good one");
-                agent.set_nodes_note(format!("{e} (the last good list stays in force)"));
+                refused = Some(e);
                 false
             }
-            _ => false,
+            None => false,
         };
+        let note = |summary: &str| match &refused {
+            Some(e) => format!("{e} (the last good list stays in force: {summary})"),
+            None => summary.to_string(),
+        };
+        if !summary.is_empty() || refused.is_some() {
+            agent.set_nodes_note(note(&summary));
+        }
         if !changed && last_full.elapsed() < RECONCILE_EVERY {
             continue;
         }
@@ -137,12 +150,18 @@ async fn route_loop(
         let Some(list) = last_good.clone() else {
             continue;
         };
-        let (agent, name, what) = (agent.clone(), name.clone(), source.describe());
-        if let Err(e) =
-            tokio::task::spawn_blocking(move || apply_node_list(&agent, &list, &name, &what)).await
+        let (applying, name, what) = (agent.clone(), name.clone(), source.describe());
+        match tokio::task::spawn_blocking(move || apply_node_list(&applying, &list, &name, &what))
+            .await
         {
-            tracing::error!(error = %e, "the route reconcile failed");
-            continue;
+            Ok(done) => {
+                summary = done;
+                agent.set_nodes_note(note(&summary));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the route reconcile failed");
+                continue;
+            }
         }
         if !ready {
             ready = true;
@@ -156,8 +175,9 @@ fn declare_ready(shared: &SharedAgent, socket: &std::path::Path) {
     tracing::info!(socket = %socket.display(), "ready");
 }
 
-/// One reconcile of the routes to the other nodes against `list`.
-fn apply_node_list(agent: &Agent, list: &NodeList, name: &str, what: &str) {
+/// One reconcile of the routes to the other nodes against `list`; returns how it went,
+/// for `status`.
+fn apply_node_list(agent: &Agent, list: &NodeList, name: &str, what: &str) -> String {
     use std::sync::atomic::{AtomicBool, Ordering};
     static SAID_NO_MANAGED: AtomicBool = AtomicBool::new(false);
     if list.get(name).is_none() {
@@ -171,7 +191,7 @@ fn apply_node_list(agent: &Agent, list: &NodeList, name: &str, what: &str) {
         Ok(kernel) => kernel,
         Err(e) => {
             tracing::error!(error = %e, "no netlink for routing");
-            return;
+            return format!("{what}: no netlink for routing: {e}");
         }
     };
     let report = routing::reconcile(
@@ -198,7 +218,7 @@ fn apply_node_list(agent: &Agent, list: &NodeList, name: &str, what: &str) {
         tracing::info!(?report, "node routes reconciled");
     }
     let problems = report.problems.len() + unroutable.len();
-    agent.set_nodes_note(format!(
+    format!(
         "{what}: {} nodes, {} routes{}",
         list.nodes.len(),
         routes.len(),
@@ -207,7 +227,7 @@ fn apply_node_list(agent: &Agent, list: &NodeList, name: &str, what: &str) {
         } else {
             String::new()
         }
-    ));
+    )
 }
 
 /// What bringing the agent up needs from the command line.
