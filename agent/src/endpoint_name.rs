@@ -207,30 +207,18 @@ mod tests {
 
     #[test]
     fn legacy_directories_are_renamed_unless_shared() {
-        let dir = tempfile_dir();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let single = id("solo", "eth0");
         let (one, two) = (id("a_b", "c"), id("a", "b_c"));
         for name in [legacy(&single), legacy(&one)] {
             std::fs::create_dir_all(dir.join(name).join("egress")).unwrap();
         }
-        adopt_legacy_pins(&dir, [&single, &one, &two]);
+        adopt_legacy_pins(dir, [&single, &one, &two]);
         assert!(dir.join(of(&single)).join("egress").exists());
         assert!(!dir.join(legacy(&single)).exists());
         // Shared: left for reconciliation.
         assert!(dir.join(legacy(&one)).exists());
         assert!(!dir.join(of(&one)).exists() && !dir.join(of(&two)).exists());
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    fn tempfile_dir() -> std::path::PathBuf {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "netkit-endpoint-name-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
     }
 }

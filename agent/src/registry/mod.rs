@@ -266,7 +266,8 @@ mod tests {
 
     #[test]
     fn survives_a_reload() {
-        let dir = tempdir();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let mut reg = Registry::load(&dir, &[]).unwrap();
         reg.insert(endpoint("a")).unwrap();
         reg.insert(endpoint("b")).unwrap();
@@ -274,8 +275,7 @@ mod tests {
         let again = Registry::load(&dir, &[]).unwrap();
         assert_eq!(again.len(), 1);
         assert!(again.get(&endpoint("b").id).is_some());
-        assert_eq!(record_names(&dir), [name("b")]);
-        std::fs::remove_dir_all(dir).unwrap();
+        assert_eq!(record_names(dir), [name("b")]);
     }
 
     fn name(container: &str) -> String {
@@ -288,17 +288,19 @@ mod tests {
         names
     }
 
-    /// A registry of `a`, `b` and `c` whose file is then replaced by `damage(original)`.
-    fn damaged_registry(damage: impl Fn(&[u8]) -> Vec<u8>) -> PathBuf {
-        let dir = tempdir();
-        let mut reg = Registry::load(&dir, &[]).unwrap();
+    /// A registry of `a`, `b` and `c` whose file is then replaced by `damage(original)`;
+    /// the directory goes when the returned guard drops.
+    fn damaged_registry(damage: impl Fn(&[u8]) -> Vec<u8>) -> tempfile::TempDir {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let mut reg = Registry::load(dir, &[]).unwrap();
         for c in ["a", "b", "c"] {
             reg.insert(endpoint(c)).unwrap();
         }
         let file = dir.join(FILE);
         let original = std::fs::read(&file).unwrap();
         std::fs::write(&file, damage(&original)).unwrap();
-        dir
+        tmp
     }
 
     #[test]
@@ -310,7 +312,8 @@ mod tests {
             |_| b"{not json".to_vec(),
         ];
         for damage in damages {
-            let dir = damaged_registry(damage);
+            let tmp = damaged_registry(damage);
+            let dir = tmp.path();
             // `c` is no longer pinned (its datapath is gone); `d` is pinned but was never
             // registered (a crash before its ADD was acknowledged).
             let pinned = [name("a"), name("b"), name("d")];
@@ -321,49 +324,36 @@ mod tests {
             assert!(dir.join(CORRUPT_COPY).exists(), "the corrupt file is kept");
             assert_eq!(record_names(&dir), [name("a"), name("b")]);
             // The rebuilt file is whole again.
-            let again = Registry::load(&dir, &[]).unwrap();
+            let again = Registry::load(dir, &[]).unwrap();
             assert_eq!(again.len(), 2);
-            std::fs::remove_dir_all(dir).unwrap();
         }
     }
 
     #[test]
     fn endpoints_of_an_agent_without_records_get_them_on_load() {
-        let dir = tempdir();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let stored = Stored {
             endpoints: vec![endpoint("old")],
         };
         std::fs::write(dir.join(FILE), serde_json::to_vec(&stored).unwrap()).unwrap();
         let reg = Registry::load(&dir, &[]).unwrap();
         assert_eq!(reg.len(), 1);
-        assert_eq!(record_names(&dir), [name("old")]);
-        std::fs::remove_dir_all(dir).unwrap();
+        assert_eq!(record_names(dir), [name("old")]);
     }
 
     #[test]
     fn a_record_under_another_endpoints_name_is_not_restored() {
-        let dir = damaged_registry(|_| Vec::new());
-        let records = Records::new(&dir);
+        let tmp = damaged_registry(|_| Vec::new());
+        let dir = tmp.path();
+        let records = Records::new(dir);
         std::fs::copy(
             dir.join(format!("endpoint.{}.json", name("a"))),
             dir.join(format!("endpoint.{}.json", name("x"))),
         )
         .unwrap();
         assert!(records.read(&name("x")).unwrap().is_none());
-        let reg = Registry::load(&dir, &[name("x")]).unwrap();
+        let reg = Registry::load(dir, &[name("x")]).unwrap();
         assert_eq!(reg.len(), 0);
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    fn tempdir() -> PathBuf {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "netkit-registry-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
     }
 }
