@@ -268,11 +268,11 @@ mod tests {
     fn survives_a_reload() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
-        let mut reg = Registry::load(&dir, &[]).unwrap();
+        let mut reg = Registry::load(dir, &[]).unwrap();
         reg.insert(endpoint("a")).unwrap();
         reg.insert(endpoint("b")).unwrap();
         reg.remove(&endpoint("a").id).unwrap();
-        let again = Registry::load(&dir, &[]).unwrap();
+        let again = Registry::load(dir, &[]).unwrap();
         assert_eq!(again.len(), 1);
         assert!(again.get(&endpoint("b").id).is_some());
         assert_eq!(record_names(dir), [name("b")]);
@@ -317,12 +317,12 @@ mod tests {
             // `c` is no longer pinned (its datapath is gone); `d` is pinned but was never
             // registered (a crash before its ADD was acknowledged).
             let pinned = [name("a"), name("b"), name("d")];
-            let reg = Registry::load(&dir, &pinned).unwrap();
+            let reg = Registry::load(dir, &pinned).unwrap();
             let ids: Vec<_> = reg.all().map(|e| e.id.container_id.as_str()).collect();
             assert_eq!(ids, ["a", "b"]);
             assert_eq!(reg.get(&endpoint("a").id), Some(&endpoint("a")));
             assert!(dir.join(CORRUPT_COPY).exists(), "the corrupt file is kept");
-            assert_eq!(record_names(&dir), [name("a"), name("b")]);
+            assert_eq!(record_names(dir), [name("a"), name("b")]);
             // The rebuilt file is whole again.
             let again = Registry::load(dir, &[]).unwrap();
             assert_eq!(again.len(), 2);
@@ -337,7 +337,7 @@ mod tests {
             endpoints: vec![endpoint("old")],
         };
         std::fs::write(dir.join(FILE), serde_json::to_vec(&stored).unwrap()).unwrap();
-        let reg = Registry::load(&dir, &[]).unwrap();
+        let reg = Registry::load(dir, &[]).unwrap();
         assert_eq!(reg.len(), 1);
         assert_eq!(record_names(dir), [name("old")]);
     }
