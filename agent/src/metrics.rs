@@ -6,39 +6,52 @@
 //! HTTP framework.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::nodes::SourceHealth;
 use crate::service::Agent;
 use crate::shared::SharedAgent;
 
 /// How long a client may take to send its request line (as on the agent socket).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub async fn serve(listener: TcpListener, agent: SharedAgent) {
+/// Serve until dropped; `node_source` is the node source's health, when the agent has
+/// one.
+pub async fn serve(
+    listener: TcpListener,
+    agent: SharedAgent,
+    node_source: Option<Arc<SourceHealth>>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let agent = agent.clone();
+        let node_source = node_source.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, agent).await {
+            if let Err(e) = handle(stream, agent, node_source.as_deref()).await {
                 tracing::debug!(error = %e, "metrics client");
             }
         });
     }
 }
 
-async fn handle(mut stream: TcpStream, agent: SharedAgent) -> std::io::Result<()> {
+async fn handle(
+    mut stream: TcpStream,
+    agent: SharedAgent,
+    node_source: Option<&SourceHealth>,
+) -> std::io::Result<()> {
     let mut buf = [0u8; 1024];
     let n = tokio::time::timeout(REQUEST_TIMEOUT, stream.read(&mut buf))
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     let request = String::from_utf8_lossy(&buf[..n]);
     let path = request.split_whitespace().nth(1).unwrap_or("/");
-    let (status, body) = respond(path, &agent).await;
+    let (status, body) = respond(path, &agent, node_source).await;
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -48,7 +61,11 @@ async fn handle(mut stream: TcpStream, agent: SharedAgent) -> std::io::Result<()
 }
 
 /// Status line and body for `path`.
-async fn respond(path: &str, shared: &SharedAgent) -> (&'static str, String) {
+async fn respond(
+    path: &str,
+    shared: &SharedAgent,
+    node_source: Option<&SourceHealth>,
+) -> (&'static str, String) {
     match path {
         "/healthz" => ("200 OK", "ok\n".to_string()),
         "/readyz" => match shared.readiness() {
@@ -58,8 +75,8 @@ async fn respond(path: &str, shared: &SharedAgent) -> (&'static str, String) {
         "/metrics" => {
             let ready = shared.readiness().is_ok();
             let body = match shared.agent() {
-                Some(agent) => render(Some(agent), ready),
-                None => render(None, ready),
+                Some(agent) => render(Some(agent), ready, node_source),
+                None => render(None, ready, node_source),
             };
             ("200 OK", body)
         }
@@ -69,7 +86,7 @@ async fn respond(path: &str, shared: &SharedAgent) -> (&'static str, String) {
 
 /// The metrics page; without an agent (datapath not loaded yet) only the readiness
 /// gauge. Counter names follow Prometheus conventions (`_total`).
-fn render(agent: Option<&Agent>, ready: bool) -> String {
+fn render(agent: Option<&Agent>, ready: bool, node_source: Option<&SourceHealth>) -> String {
     let mut out = String::new();
     if let Some(agent) = agent {
         let _ = writeln!(
@@ -102,6 +119,24 @@ fn render(agent: Option<&Agent>, ready: bool) -> String {
     );
     let _ = writeln!(out, "# TYPE netkit_agent_ready gauge");
     let _ = writeln!(out, "netkit_agent_ready {}", u8::from(ready));
+    if let Some(health) = node_source {
+        let _ = writeln!(
+            out,
+            "# HELP netkit_node_source_connected Whether the node source (Kubernetes API, node file) could be read at the last attempt."
+        );
+        let _ = writeln!(out, "# TYPE netkit_node_source_connected gauge");
+        let _ = writeln!(
+            out,
+            "netkit_node_source_connected {}",
+            u8::from(health.connected())
+        );
+        let _ = writeln!(
+            out,
+            "# HELP netkit_node_source_errors_total Failed attempts to read the node source (API requests and watches, unusable node files)."
+        );
+        let _ = writeln!(out, "# TYPE netkit_node_source_errors_total counter");
+        let _ = writeln!(out, "netkit_node_source_errors_total {}", health.errors());
+    }
     out
 }
 
@@ -111,9 +146,17 @@ mod tests {
 
     /// One GET over a real connection, as a probe sends it.
     async fn get(shared: &SharedAgent, path: &str) -> String {
+        get_with(shared, None, path).await
+    }
+
+    async fn get_with(
+        shared: &SharedAgent,
+        node_source: Option<Arc<SourceHealth>>,
+        path: &str,
+    ) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(serve(listener, shared.clone()));
+        let server = tokio::spawn(serve(listener, shared.clone(), node_source));
         let mut conn = TcpStream::connect(addr).await.unwrap();
         conn.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
             .await
@@ -151,5 +194,39 @@ mod tests {
         assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
         assert!(get(&shared, "/healthz").await.starts_with("HTTP/1.1 200"));
         assert!(get(&shared, "/nope").await.starts_with("HTTP/1.1 404"));
+    }
+
+    #[tokio::test]
+    async fn node_source_health_is_a_gauge_and_a_counter() {
+        let shared = SharedAgent::new("loading the datapath");
+        let without = get(&shared, "/metrics").await;
+        assert!(!without.contains("netkit_node_source"), "{without}");
+        let health = Arc::new(SourceHealth::default());
+        let metrics = get_with(&shared, Some(health.clone()), "/metrics").await;
+        assert!(
+            metrics.contains("\nnetkit_node_source_connected 1\n"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("\nnetkit_node_source_errors_total 0\n"),
+            "{metrics}"
+        );
+        health.failed();
+        health.failed();
+        let metrics = get_with(&shared, Some(health.clone()), "/metrics").await;
+        assert!(
+            metrics.contains("\nnetkit_node_source_connected 0\n"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("\nnetkit_node_source_errors_total 2\n"),
+            "{metrics}"
+        );
+        health.succeeded();
+        let metrics = get_with(&shared, Some(health), "/metrics").await;
+        assert!(
+            metrics.contains("\nnetkit_node_source_connected 1\n"),
+            "{metrics}"
+        );
     }
 }

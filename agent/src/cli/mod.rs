@@ -48,7 +48,7 @@ pub struct RunArgs {
     #[arg(long = "pod-cidr")]
     pub pod_cidrs: Vec<ipnetwork::IpNetwork>,
     /// Uplink device for the inbound fast path; default: the IPv4 default route's device.
-    #[arg(long)]
+    #[arg(long, env = "NETKIT_UPLINK")]
     pub uplink: Option<String>,
     /// Do not attach to any uplink.
     #[arg(long, conflicts_with = "uplink")]
@@ -57,16 +57,32 @@ pub struct RunArgs {
     /// the kernel's conntrack per packet (falling back to `stack-only`, with a warning,
     /// where it cannot be asked); `stack-only` sends every pod-bound TCP/UDP packet
     /// through the host stack.
-    #[arg(long, value_enum, default_value_t = crate::datapath::TranslationMode::Conntrack)]
+    #[arg(
+        long,
+        env = "NETKIT_TRANSLATION_CHECK",
+        value_enum,
+        default_value_t = crate::datapath::TranslationMode::Conntrack
+    )]
     pub translation_check: crate::datapath::TranslationMode,
-    /// This node's name in the node list (with --nodes-file).
-    #[arg(long, requires = "nodes_file")]
+    /// This node's name among the nodes (Kubernetes: the Node object's name, which a
+    /// DaemonSet passes in NODE_NAME from spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
     /// The static node file (YAML or JSON: nodes with name, addresses, podCIDRs): the
     /// agent routes every other node's pod CIDRs, re-reading the file when it changes.
     /// This node's own pod CIDRs feed built-in IPAM when --pod-cidr is not given.
     #[arg(long, requires = "node_name")]
     pub nodes_file: Option<PathBuf>,
+    /// Learn the nodes from Kubernetes Node objects (a watch): the agent routes every
+    /// other node's spec.podCIDRs via its InternalIP; this node's pod CIDRs feed
+    /// built-in IPAM when --pod-cidr is not given (readiness waits for them).
+    #[arg(long, requires = "node_name", conflicts_with = "nodes_file")]
+    pub kubernetes: bool,
+    /// Kubeconfig to reach the API server with (outside a cluster). Default: the pod's
+    /// service account when KUBERNETES_SERVICE_HOST is set, else KUBECONFIG or
+    /// ~/.kube/config.
+    #[arg(long, requires = "kubernetes")]
+    pub kubeconfig: Option<PathBuf>,
     /// Serve /metrics, /healthz and /readyz on this address.
     #[arg(long)]
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -74,8 +90,48 @@ pub struct RunArgs {
     #[arg(long)]
     pub log_file: Option<PathBuf>,
     /// Log filter (tracing EnvFilter syntax).
-    #[arg(long, default_value = "info")]
+    #[arg(long, env = "NETKIT_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    #[command(flatten)]
+    pub install: InstallArgs,
+}
+
+/// Installing the CNI on the node (in a cluster, from the agent's image). Each
+/// `--cni-*` setting also reads an environment variable, so a DaemonSet can take them
+/// from a ConfigMap.
+#[derive(Args)]
+#[command(next_help_heading = "Installing the CNI")]
+pub struct InstallArgs {
+    /// Copy every regular file in this directory into --cni-bin-dir (atomically, only
+    /// the files whose content differs), once the agent serves.
+    #[arg(long, value_name = "DIR")]
+    pub install_cni_bin_from: Option<PathBuf>,
+    /// The node's CNI binary directory.
+    #[arg(long, default_value = "/opt/cni/bin", value_name = "DIR")]
+    pub cni_bin_dir: PathBuf,
+    /// Write the conflist (10-netkit.conflist: netkit-cni, then portmap for hostPort)
+    /// into --cni-conf-dir, atomically and only when it changes, once the agent serves.
+    #[arg(long)]
+    pub install_cni_conf: bool,
+    /// The node's CNI configuration directory.
+    #[arg(long, default_value = "/etc/cni/net.d", value_name = "DIR")]
+    pub cni_conf_dir: PathBuf,
+    /// The conflist's network name.
+    #[arg(long, env = "NETKIT_CNI_NETWORK_NAME", default_value = "netkit")]
+    pub cni_network_name: String,
+    /// MTU of the pods' links (default: the plugin's, the default route device's MTU).
+    #[arg(long, env = "NETKIT_CNI_MTU", value_parser = clap::value_parser!(u32).range(68..=65535))]
+    pub cni_mtu: Option<u32>,
+    /// Pod link kind (default: the plugin's, auto).
+    #[arg(long, env = "NETKIT_CNI_MODE", value_enum)]
+    pub cni_mode: Option<crate::install::LinkMode>,
+    /// A delegated IPAM section for the conflist, as JSON (`{"type":"host-local",...}`).
+    /// Absent: built-in IPAM from this node's pod CIDRs.
+    #[arg(long, env = "NETKIT_CNI_IPAM", value_name = "JSON")]
+    pub cni_ipam: Option<String>,
+    /// The plugin's log file on the node (default: the plugin does not log).
+    #[arg(long, env = "NETKIT_CNI_LOG_FILE", value_name = "PATH")]
+    pub cni_log_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -94,5 +150,57 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status(args) => client::status(&args),
         Command::Endpoints(args) => client::endpoints(&args),
         Command::Stats(args) => client::stats(&args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let argv = ["netkit-agent", "run"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Run(args) => Ok(*args),
+            _ => unreachable!("parsed `run` as another subcommand"),
+        }
+    }
+
+    #[test]
+    fn kubernetes_flags_and_their_relations() {
+        let args = run_args(&[
+            "--kubernetes",
+            "--node-name",
+            "n1",
+            "--kubeconfig",
+            "/etc/kubeconfig",
+            "--install-cni-bin-from",
+            "/opt/netkit/cni-bin",
+            "--install-cni-conf",
+            "--cni-mtu",
+            "1450",
+        ])
+        .unwrap();
+        assert!(args.kubernetes && args.install.install_cni_conf);
+        assert_eq!(args.node_name.as_deref(), Some("n1"));
+        assert_eq!(args.install.cni_bin_dir, PathBuf::from("/opt/cni/bin"));
+        assert_eq!(args.install.cni_mtu, Some(1450));
+
+        let refused: &[&[&str]] = &[
+            &["--kubernetes", "--node-name", "n1", "--nodes-file", "/x"],
+            &["--kubeconfig", "/etc/kubeconfig"],
+            &["--cni-mtu", "20"],
+        ];
+        for argv in refused {
+            assert!(run_args(argv).is_err(), "{argv:?} was accepted");
+        }
+        // Without a node name (unless the environment gives one, as a DaemonSet does).
+        if std::env::var_os("NODE_NAME").is_none() {
+            assert!(run_args(&["--kubernetes"]).is_err());
+            assert!(run_args(&["--nodes-file", "/x"]).is_err());
+        }
+        // A node name alone is harmless: nothing uses it without a source.
+        assert!(run_args(&["--node-name", "n1"]).is_ok());
     }
 }

@@ -12,7 +12,9 @@ use ipnetwork::IpNetwork;
 
 use super::RunArgs;
 use crate::datapath::{Datapath, TranslationMode};
-use crate::nodes::{self, FileSource, NodeList, NodeSource};
+use crate::install::{self, ConfSettings};
+use crate::nodes::kube::{self as kube_nodes, KubeSource};
+use crate::nodes::{self, FileSource, NodeList, NodeSource, SourceHealth};
 use crate::registry::Registry;
 use crate::service::Agent;
 use crate::shared::SharedAgent;
@@ -35,17 +37,19 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     // probe sees "alive, not ready" and a client gets "not ready" with the reason.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let shared = SharedAgent::new("loading the datapath");
+    let health = Arc::new(SourceHealth::default());
     if let Some(addr) = args.metrics_addr {
         let tcp = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding metrics on {addr}"))?;
-        tokio::spawn(metrics::serve(tcp, shared.clone()));
+        let node_source = (args.nodes_file.is_some() || args.kubernetes).then(|| health.clone());
+        tokio::spawn(metrics::serve(tcp, shared.clone(), node_source));
     }
     let listener = server::bind(&args.socket)?;
     tokio::spawn(server::serve(listener, shared.clone()));
 
     let result = tokio::select! {
-        result = start_and_reconcile(&args, &shared) => result,
+        result = start_and_reconcile(&args, &shared, health) => result,
         _ = term.recv() => {
             tracing::info!("SIGTERM: exiting, datapath stays pinned");
             Ok(())
@@ -62,9 +66,28 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Load the datapath and the registry and reconcile them (blocking work, off the
-/// runtime so the socket and the metrics port answer meanwhile), declare the agent
-/// ready, then reconcile periodically.
-async fn start_and_reconcile(args: &RunArgs, shared: &SharedAgent) -> anyhow::Result<()> {
+/// runtime so the socket and the metrics port answer meanwhile), learn the node list
+/// when there is a node source, install the CNI when asked, declare the agent ready,
+/// then reconcile periodically.
+async fn start_and_reconcile(
+    args: &RunArgs,
+    shared: &SharedAgent,
+    health: Arc<SourceHealth>,
+) -> anyhow::Result<()> {
+    // Settings that cannot work fail now, not after the datapath has loaded.
+    let conf = conf_settings(args)?;
+    // The Kubernetes client before the datapath: a configuration that cannot work is
+    // reported at once, and the Node watch syncs while the datapath loads.
+    let kube = match args.kubernetes {
+        true => {
+            let config = kube_nodes::client_config(args.kubeconfig.as_deref())
+                .await
+                .context("configuring the Kubernetes client")?;
+            tracing::info!(api_server = %config.cluster_url, "watching Kubernetes Nodes");
+            Some(KubeSource::start(config, health.clone())?)
+        }
+        false => None,
+    };
     let setup = Setup {
         bpffs_root: args.bpffs_root.clone(),
         translation_check: args.translation_check,
@@ -74,98 +97,269 @@ async fn start_and_reconcile(args: &RunArgs, shared: &SharedAgent) -> anyhow::Re
             None => default_route_device().await,
         },
         state_dir: args.state_dir.clone(),
-        pod_cidrs: args.pod_cidrs.clone(),
-        node: args.node_name.clone().zip(args.nodes_file.clone()),
     };
     let starting = shared.clone();
-    let agent = tokio::task::spawn_blocking(move || setup.start(&starting))
+    let loaded = tokio::task::spawn_blocking(move || setup.load(&starting))
         .await
         .context("the startup task failed")??;
+    let pools = pools(args, kube.as_ref(), shared).await?;
+    let starting = shared.clone();
+    let agent = tokio::task::spawn_blocking(move || loaded.into_agent(pools, &starting))
+        .await
+        .context("the startup task failed")?;
     let agent = Arc::new(agent);
     shared.set_agent(agent.clone());
-    match args.node_name.clone().zip(args.nodes_file.clone()) {
-        Some((name, file)) => {
-            // Ready once the routes to the other nodes are in place too: a pod started
-            // earlier could not reach them.
-            shared.set_not_ready(format!("waiting for the node list ({})", file.display()));
-            let source = FileSource::new(&file);
-            tokio::join!(
-                reconcile_loop(agent.clone()),
-                route_loop(agent, source, name, shared.clone(), args.socket.clone())
-            );
+    let source: Option<Box<dyn NodeSource + Send>> = match (kube, &args.nodes_file) {
+        (Some(kube), _) => Some(Box::new(kube)),
+        (None, Some(file)) => Some(Box::new(FileSource::new(file, health))),
+        (None, None) => None,
+    };
+    let routing = match (source, &args.node_name) {
+        (Some(source), Some(name)) => Some(Router::new(agent.clone(), source, name.clone())),
+        // clap requires --node-name with either source.
+        (Some(_), None) => anyhow::bail!("a node source needs --node-name"),
+        (None, _) => None,
+    };
+    let Some(mut routing) = routing else {
+        go_live(args, conf, shared).await?;
+        reconcile_loop(agent).await;
+        return Ok(());
+    };
+    // Ready once the routes to the other nodes are in place too: a pod started earlier
+    // could not reach them.
+    routing.until_applied(shared).await;
+    go_live(args, conf, shared).await?;
+    tokio::join!(reconcile_loop(agent), routing.run());
+    Ok(())
+}
+
+/// Built-in IPAM's pools: `--pod-cidr`; else this node's pod CIDRs from the node
+/// source — read from the node file, or awaited from Kubernetes when built-in IPAM
+/// needs them (no `--cni-ipam`): a node's pod CIDRs are assigned a moment after its
+/// kubelet registered it, and until then a pod could get no address.
+async fn pools(
+    args: &RunArgs,
+    kube: Option<&KubeSource>,
+    shared: &SharedAgent,
+) -> anyhow::Result<Vec<IpNetwork>> {
+    if !args.pod_cidrs.is_empty() {
+        return Ok(args.pod_cidrs.clone());
+    }
+    let Some(name) = &args.node_name else {
+        return Ok(Vec::new());
+    };
+    if let Some(file) = &args.nodes_file {
+        let list = nodes::file::load(file)?;
+        let this = list.get(name).with_context(|| {
+            format!(
+                "node {name} is not in {} (needed for its pod CIDRs)",
+                file.display()
+            )
+        })?;
+        return Ok(this.pod_cidrs.clone());
+    }
+    match kube {
+        Some(kube) if args.install.cni_ipam.is_none() => {
+            let pools = kube
+                .pod_cidrs_of(name, |why| {
+                    tracing::info!(why, "waiting before serving built-in IPAM");
+                    shared.set_not_ready(why);
+                })
+                .await;
+            tracing::info!(node = name, ?pools, "pod CIDRs from Kubernetes");
+            Ok(pools)
         }
-        None => {
-            declare_ready(shared, &args.socket);
-            reconcile_loop(agent).await;
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// The conflist's settings when `--install-cni-conf` asks for one, checked.
+fn conf_settings(args: &RunArgs) -> anyhow::Result<Option<ConfSettings>> {
+    let i = &args.install;
+    if !i.install_cni_conf {
+        return Ok(None);
+    }
+    let settings = ConfSettings {
+        network_name: i.cni_network_name.clone(),
+        mtu: i.cni_mtu,
+        mode: i.cni_mode,
+        ipam: i.cni_ipam.clone(),
+        agent_socket: (args.socket != std::path::Path::new(netkit_api::DEFAULT_SOCKET))
+            .then(|| args.socket.clone()),
+        log_file: i.cni_log_file.clone(),
+    };
+    install::conflist(&settings)?;
+    Ok(Some(settings))
+}
+
+/// Install the CNI when asked — binaries first, since the conflist names them — and
+/// declare the agent ready. The runtime reports the node's network ready once the
+/// conflist exists, so this comes only when the agent serves.
+async fn go_live(
+    args: &RunArgs,
+    conf: Option<ConfSettings>,
+    shared: &SharedAgent,
+) -> anyhow::Result<()> {
+    let bin = args
+        .install
+        .install_cni_bin_from
+        .clone()
+        .map(|from| (from, args.install.cni_bin_dir.clone()));
+    let conf = conf.map(|settings| (args.install.cni_conf_dir.clone(), settings));
+    if bin.is_some() || conf.is_some() {
+        shared.set_not_ready("installing the CNI");
+        tokio::task::spawn_blocking(move || install_cni(bin, conf))
+            .await
+            .context("the install task failed")??;
+    }
+    declare_ready(shared, &args.socket);
+    Ok(())
+}
+
+fn install_cni(
+    bin: Option<(PathBuf, PathBuf)>,
+    conf: Option<(PathBuf, ConfSettings)>,
+) -> anyhow::Result<()> {
+    if let Some((from, to)) = bin {
+        let written = install::install_binaries(&from, &to)
+            .with_context(|| format!("installing the CNI binaries into {}", to.display()))?;
+        match written.is_empty() {
+            true => tracing::info!(dir = %to.display(), "CNI binaries up to date"),
+            false => tracing::info!(dir = %to.display(), ?written, "CNI binaries installed"),
+        }
+    }
+    if let Some((dir, settings)) = conf {
+        let wrote = install::install_conflist(&dir, &settings)
+            .with_context(|| format!("installing the CNI configuration into {}", dir.display()))?;
+        let path = dir.join(install::CONFLIST_NAME);
+        match wrote {
+            true => tracing::info!(path = %path.display(), "CNI configuration written"),
+            false => tracing::info!(path = %path.display(), "CNI configuration up to date"),
+        }
+        let earlier = install::earlier_configs(&dir);
+        if !earlier.is_empty() {
+            tracing::warn!(
+                ?earlier,
+                "the runtime uses the first CNI configuration in lexical order, and these come before ours"
+            );
         }
     }
     Ok(())
 }
 
-/// Follow the node source: on every new node list (and every `RECONCILE_EVERY`, to repair
-/// drift) bring the routes to the other nodes to it. A list the source cannot read is
-/// reported and the last good one stays in force.
-async fn route_loop(
+/// Follows the node source: on every new node list (and every `RECONCILE_EVERY`, to
+/// repair drift) brings the routes to the other nodes to it. A list the source cannot
+/// read is reported and the last good one stays in force.
+struct Router {
     agent: Arc<Agent>,
-    mut source: impl NodeSource,
+    source: Box<dyn NodeSource + Send>,
     name: String,
-    shared: SharedAgent,
-    socket: PathBuf,
-) {
-    let mut last_good: Option<NodeList> = None;
-    // Why the source's current contents are refused, until it changes into something
-    // usable: status keeps saying so across the periodic reconciles meanwhile.
-    let mut refused: Option<String> = None;
-    let mut summary = String::new();
-    let mut ready = false;
-    let mut tick = tokio::time::interval(nodes::file::POLL_EVERY);
-    let mut last_full = tokio::time::Instant::now();
-    loop {
-        tick.tick().await;
-        let changed = match source.poll() {
+    last_good: Option<NodeList>,
+    /// Why the source's current contents are refused, until it changes into something
+    /// usable: status keeps saying so across the periodic reconciles meanwhile.
+    refused: Option<String>,
+    /// How the last reconcile went.
+    summary: Option<String>,
+    last_full: Option<tokio::time::Instant>,
+    tick: tokio::time::Interval,
+}
+
+impl Router {
+    fn new(agent: Arc<Agent>, source: Box<dyn NodeSource + Send>, name: String) -> Self {
+        Router {
+            agent,
+            source,
+            name,
+            last_good: None,
+            refused: None,
+            summary: None,
+            last_full: None,
+            tick: tokio::time::interval(nodes::file::POLL_EVERY),
+        }
+    }
+
+    /// Step until a node list has been applied, saying meanwhile what readiness waits
+    /// for.
+    async fn until_applied(&mut self, shared: &SharedAgent) {
+        loop {
+            let waiting = format!("waiting for the node list ({})", self.source.describe());
+            shared.set_not_ready(match self.source.trouble().or(self.refused.clone()) {
+                Some(why) => format!("{waiting}: {why}"),
+                None => waiting,
+            });
+            if self.step().await {
+                return;
+            }
+        }
+    }
+
+    async fn run(mut self) {
+        loop {
+            self.step().await;
+        }
+    }
+
+    /// One round: poll the source, reconcile when the list changed or the periodic
+    /// reconcile is due, refresh what `status` says. Returns whether a list was applied.
+    async fn step(&mut self) -> bool {
+        self.tick.tick().await;
+        let changed = match self.source.poll() {
             Some(Ok(list)) => {
-                refused = None;
-                let changed = last_good.as_ref() != Some(&list);
-                last_good = Some(list);
+                self.refused = None;
+                let changed = self.last_good.as_ref() != Some(&list);
+                self.last_good = Some(list);
                 changed
             }
             Some(Err(e)) => {
                 tracing::error!(error = %e, "the node list cannot be used; keeping the last good one");
-                refused = Some(e);
+                self.refused = Some(e);
                 false
             }
             None => false,
         };
-        let note = |summary: &str| match &refused {
-            Some(e) => format!("{e} (the last good list stays in force: {summary})"),
-            None => summary.to_string(),
-        };
-        if !summary.is_empty() || refused.is_some() {
-            agent.set_nodes_note(note(&summary));
-        }
-        if !changed && last_full.elapsed() < RECONCILE_EVERY {
-            continue;
-        }
-        last_full = tokio::time::Instant::now();
-        let Some(list) = last_good.clone() else {
-            continue;
-        };
-        let (applying, name, what) = (agent.clone(), name.clone(), source.describe());
-        match tokio::task::spawn_blocking(move || apply_node_list(&applying, &list, &name, &what))
-            .await
-        {
-            Ok(done) => {
-                summary = done;
-                agent.set_nodes_note(note(&summary));
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the route reconcile failed");
-                continue;
+        let due = changed
+            || self
+                .last_full
+                .is_none_or(|at| at.elapsed() >= RECONCILE_EVERY);
+        let mut applied = false;
+        if due && let Some(list) = self.last_good.clone() {
+            self.last_full = Some(tokio::time::Instant::now());
+            let (agent, name, what) = (
+                self.agent.clone(),
+                self.name.clone(),
+                self.source.describe(),
+            );
+            match tokio::task::spawn_blocking(move || apply_node_list(&agent, &list, &name, &what))
+                .await
+            {
+                Ok(done) => {
+                    self.summary = Some(done);
+                    applied = true;
+                }
+                Err(e) => tracing::error!(error = %e, "the route reconcile failed"),
             }
         }
-        if !ready {
-            ready = true;
-            declare_ready(&shared, &socket);
+        if let Some(note) = self.note() {
+            self.agent.set_nodes_note(note);
+        }
+        applied
+    }
+
+    /// What `status` says about the nodes: how the last reconcile went, why the
+    /// source's current contents are refused, what keeps the source from news.
+    fn note(&self) -> Option<String> {
+        let base = match (&self.refused, &self.summary) {
+            (Some(e), Some(summary)) => Some(format!(
+                "{e} (the last good list stays in force: {summary})"
+            )),
+            (Some(e), None) => Some(e.clone()),
+            (None, summary) => summary.clone(),
+        };
+        match (base, self.source.trouble()) {
+            (Some(base), Some(trouble)) => Some(format!("{base}; {trouble}")),
+            (Some(base), None) => Some(base),
+            (None, Some(trouble)) => Some(format!("{}: {trouble}", self.source.describe())),
+            (None, None) => None,
         }
     }
 }
@@ -236,31 +430,17 @@ struct Setup {
     translation_check: TranslationMode,
     uplink: Option<String>,
     state_dir: PathBuf,
-    pod_cidrs: Vec<IpNetwork>,
-    /// `--node-name` and `--nodes-file`.
-    node: Option<(String, PathBuf)>,
+}
+
+/// The datapath and the registry, loaded; the agent needs its IPAM pools still.
+struct Loaded {
+    datapath: Datapath,
+    registry: Registry,
+    uplink: Option<String>,
 }
 
 impl Setup {
-    /// Built-in IPAM's pools: `--pod-cidr`, else this node's pod CIDRs in the node file.
-    fn pools(&self) -> anyhow::Result<Vec<IpNetwork>> {
-        if !self.pod_cidrs.is_empty() {
-            return Ok(self.pod_cidrs.clone());
-        }
-        let Some((name, file)) = &self.node else {
-            return Ok(Vec::new());
-        };
-        let list = nodes::file::load(file)?;
-        let this = list.get(name).with_context(|| {
-            format!(
-                "node {name} is not in {} (needed for its pod CIDRs)",
-                file.display()
-            )
-        })?;
-        Ok(this.pod_cidrs.clone())
-    }
-
-    fn start(self, shared: &SharedAgent) -> anyhow::Result<Agent> {
+    fn load(self, shared: &SharedAgent) -> anyhow::Result<Loaded> {
         let datapath = Datapath::open(&self.bpffs_root, self.translation_check)
             .with_context(|| format!("opening the datapath under {}", self.bpffs_root.display()))?;
         if let Some(uplink) = &self.uplink {
@@ -275,11 +455,20 @@ impl Setup {
             &datapath.pins().endpoints_dir(),
             registry.all().map(|e| &e.id),
         );
-        let pools = self.pools()?;
-        let agent = Agent::new(Box::new(datapath), registry, pools, self.uplink);
+        Ok(Loaded {
+            datapath,
+            registry,
+            uplink: self.uplink,
+        })
+    }
+}
+
+impl Loaded {
+    fn into_agent(self, pools: Vec<IpNetwork>, shared: &SharedAgent) -> Agent {
+        let agent = Agent::new(Box::new(self.datapath), self.registry, pools, self.uplink);
         shared.set_not_ready(format!("reconciling {} endpoints", agent.endpoint_count()));
         agent.reconcile(true);
-        Ok(agent)
+        agent
     }
 }
 

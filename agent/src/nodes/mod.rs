@@ -1,12 +1,14 @@
 //! The nodes of the cluster, as a node source tells them: names, addresses, pod CIDRs.
 //! One trait, two sources: the static file (`file`) for standalone hosts and, in a
-//! cluster, Kubernetes Node objects. From the list the agent derives what it must route
-//! to the other nodes (`remote_routes`).
+//! cluster, Kubernetes Node objects (`kube`). From the list the agent derives what it
+//! must route to the other nodes (`remote_routes`).
 
 pub mod file;
+pub mod kube;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ipnetwork::IpNetwork;
 
@@ -30,17 +32,63 @@ pub struct NodeList {
 pub trait NodeSource {
     fn describe(&self) -> String;
     fn poll(&mut self) -> Option<Result<NodeList, String>>;
+    /// What stands between the source and fresh news, while something does (a lost API
+    /// connection): `status` shows it beside the last list applied.
+    fn trouble(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Whether the node source can currently be read, for `/metrics`: `connected` is 1
+/// while the last attempt to read it worked, `errors` counts the attempts that failed
+/// (an unusable node file, a failed API request or watch).
+#[derive(Debug)]
+pub struct SourceHealth {
+    connected: AtomicBool,
+    errors: AtomicU64,
+}
+
+impl Default for SourceHealth {
+    fn default() -> Self {
+        SourceHealth {
+            // Nothing has failed yet; a source that cannot even start is an error at
+            // start-up rather than a gauge.
+            connected: AtomicBool::new(true),
+            errors: AtomicU64::new(0),
+        }
+    }
+}
+
+impl SourceHealth {
+    pub fn succeeded(&self) {
+        self.connected.store(true, Ordering::Relaxed);
+    }
+
+    pub fn failed(&self) {
+        self.connected.store(false, Ordering::Relaxed);
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
 }
 
 /// The static node file as a source.
 pub struct FileSource {
     watch: file::FileWatch,
+    health: std::sync::Arc<SourceHealth>,
 }
 
 impl FileSource {
-    pub fn new(path: &std::path::Path) -> Self {
+    pub fn new(path: &std::path::Path, health: std::sync::Arc<SourceHealth>) -> Self {
         FileSource {
             watch: file::FileWatch::new(path),
+            health,
         }
     }
 }
@@ -54,7 +102,12 @@ impl NodeSource for FileSource {
         if !self.watch.changed() {
             return None;
         }
-        Some(file::load(self.watch.path()).map_err(|e| e.to_string()))
+        let loaded = file::load(self.watch.path()).map_err(|e| e.to_string());
+        match &loaded {
+            Ok(_) => self.health.succeeded(),
+            Err(_) => self.health.failed(),
+        }
+        Some(loaded)
     }
 }
 

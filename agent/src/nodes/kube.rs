@@ -1,0 +1,558 @@
+//! Kubernetes Node objects as a node source. A watcher (kube-runtime) feeds a reflector
+//! store of every Node; after the first full list and on every change after it the
+//! store is mapped whole to a [`NodeList`] and published to the route loop, which
+//! reconciles against it exactly as against the node file. The list, not the events,
+//! is what counts: a deleted node or a changed pod CIDR is simply absent or different in
+//! the next list.
+//!
+//! A lost API connection keeps the store (and so the routes) as they were; the watcher
+//! retries with kube-runtime's default backoff, re-listing when its resource version has
+//! expired, and the loss shows in `status` ([`NodeSource::trouble`]) and in `/metrics`
+//! ([`SourceHealth`]).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use ipnetwork::IpNetwork;
+use k8s_openapi::api::core::v1::Node as KubeNode;
+use kube::api::{Api, ListParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use tokio::sync::watch;
+
+use super::{Node, NodeList, NodeSource, SourceHealth};
+
+/// While the watch is failing, how often a one-item list checks whether the API server
+/// answers again: a watch that resumes where it stopped yields no event to tell.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("reading kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        source: kube::config::KubeconfigError,
+    },
+    #[error("in-cluster configuration (service account): {0}")]
+    InCluster(#[from] kube::config::InClusterError),
+    #[error("no Kubernetes configuration found: {0}")]
+    Infer(#[from] kube::config::InferConfigError),
+    #[error("building the Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+pub type Result<T> = std::result::Result<T, KubeError>;
+
+/// The client configuration: `kubeconfig` when given; else the pod's service account
+/// when the process runs in a cluster (`KUBERNETES_SERVICE_HOST` is set); else what
+/// kubectl would use (`KUBECONFIG`, `~/.kube/config`).
+pub async fn client_config(kubeconfig: Option<&Path>) -> Result<kube::Config> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let kubeconfig_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| KubeError::Kubeconfig { path, source }
+    };
+    match kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path).map_err(kubeconfig_err(path))?;
+            Ok(
+                kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                    .await
+                    .map_err(kubeconfig_err(path))?,
+            )
+        }
+        None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
+            Ok(kube::Config::incluster()?)
+        }
+        None => Ok(kube::Config::infer().await?),
+    }
+}
+
+/// One Node as the agent routes it: its pod CIDRs from `spec.podCIDRs`, else the older
+/// single `spec.podCIDR` (none while the controller-manager has not assigned one yet),
+/// and the `InternalIP` entries of `status.addresses`, both families, in their order.
+/// Values that do not parse are left out and described in the second list. A CIDR
+/// with host bits set is taken as its network.
+pub fn map_node(node: &KubeNode) -> (Node, Vec<String>) {
+    let name = node.metadata.name.clone().unwrap_or_default();
+    let mut problems = Vec::new();
+    let spec = node.spec.as_ref();
+    let cidrs: Vec<&String> = match spec.and_then(|s| s.pod_cidrs.as_ref()) {
+        Some(cidrs) if !cidrs.is_empty() => cidrs.iter().collect(),
+        _ => spec.and_then(|s| s.pod_cidr.as_ref()).into_iter().collect(),
+    };
+    let mut pod_cidrs = Vec::new();
+    for text in cidrs {
+        match text.trim().parse::<IpNetwork>() {
+            Ok(cidr) => match IpNetwork::new(cidr.network(), cidr.prefix()) {
+                Ok(network) if !pod_cidrs.contains(&network) => pod_cidrs.push(network),
+                Ok(_) => {}
+                Err(e) => problems.push(format!("node {name}: pod CIDR {text:?}: {e}")),
+            },
+            Err(_) => problems.push(format!("node {name}: pod CIDR {text:?} is not a CIDR")),
+        }
+    }
+    let mut addresses = Vec::new();
+    let listed = node.status.as_ref().and_then(|s| s.addresses.as_ref());
+    for entry in listed.into_iter().flatten() {
+        if entry.type_ != "InternalIP" {
+            continue;
+        }
+        match entry.address.trim().parse::<IpAddr>() {
+            Ok(addr) if !addresses.contains(&addr) => addresses.push(addr),
+            Ok(_) => {}
+            Err(_) => problems.push(format!(
+                "node {name}: InternalIP {:?} is not an IP address",
+                entry.address
+            )),
+        }
+    }
+    (
+        Node {
+            name,
+            addresses,
+            pod_cidrs,
+        },
+        problems,
+    )
+}
+
+/// Every node of the store, sorted by name, checked as a node file is (unique names,
+/// no overlapping pod CIDRs). Problems with single values come back beside the list.
+pub fn map_nodes<'a>(
+    nodes: impl IntoIterator<Item = &'a KubeNode>,
+) -> (std::result::Result<NodeList, String>, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut list = NodeList::default();
+    for node in nodes {
+        let (mapped, mut trouble) = map_node(node);
+        problems.append(&mut trouble);
+        if mapped.name.is_empty() {
+            problems.push("a Node without a name was left out".to_string());
+            continue;
+        }
+        list.nodes.push(mapped);
+    }
+    list.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    let checked = match list.check() {
+        Ok(()) => Ok(list),
+        Err((field, message)) => {
+            // `field` indexes the sorted list; name the node instead.
+            let node = field
+                .strip_prefix("nodes[")
+                .and_then(|rest| rest.split(']').next())
+                .and_then(|i| i.parse::<usize>().ok())
+                .and_then(|i| list.nodes.get(i))
+                .map_or_else(|| field.clone(), |n| format!("node {}", n.name));
+            Err(format!("Kubernetes Nodes: {node}: {message}"))
+        }
+    };
+    (checked, problems)
+}
+
+/// Since when, and why, the API server cannot be reached.
+struct Lost {
+    since: k8s_openapi::jiff::Timestamp,
+    at: Instant,
+    error: String,
+}
+
+/// What the watch task shares with the source.
+struct Shared {
+    health: Arc<SourceHealth>,
+    lost: Mutex<Option<Lost>>,
+}
+
+impl Shared {
+    fn lost(&self) -> std::sync::MutexGuard<'_, Option<Lost>> {
+        self.lost.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn failed(&self, error: String) {
+        self.health.failed();
+        let mut lost = self.lost();
+        match &mut *lost {
+            Some(lost) => {
+                tracing::debug!(error, "Kubernetes API still unreachable");
+                lost.error = error;
+            }
+            None => {
+                tracing::warn!(
+                    error,
+                    "Kubernetes API connection lost; keeping the last known nodes, retrying"
+                );
+                *lost = Some(Lost {
+                    since: k8s_openapi::jiff::Timestamp::now(),
+                    at: Instant::now(),
+                    error,
+                });
+            }
+        }
+    }
+
+    fn succeeded(&self) {
+        self.health.succeeded();
+        if let Some(lost) = self.lost().take() {
+            tracing::info!(
+                after_s = lost.at.elapsed().as_secs(),
+                "Kubernetes API connection back"
+            );
+        }
+    }
+}
+
+/// The published node list: `None` until the first full list; then the mapped store,
+/// or why it cannot be used.
+type Published = Option<std::result::Result<NodeList, String>>;
+
+/// The Node watch. Dropping it stops the watch.
+pub struct KubeSource {
+    published: watch::Receiver<Published>,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for KubeSource {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl KubeSource {
+    /// Connect with `config` and start watching Nodes in the background (on the current
+    /// tokio runtime).
+    pub fn start(config: kube::Config, health: Arc<SourceHealth>) -> Result<Self> {
+        let client = kube::Client::try_from(config)?;
+        let (tx, published) = watch::channel(None);
+        let shared = Arc::new(Shared {
+            health,
+            lost: Mutex::new(None),
+        });
+        let task = tokio::spawn(watch_nodes(client, tx, shared.clone()));
+        Ok(KubeSource {
+            published,
+            shared,
+            task,
+        })
+    }
+
+    /// Wait for the first full list to give node `name` pod CIDRs (a node registered by
+    /// its kubelet gets them from the controller-manager a moment later), calling
+    /// `waiting` with why it is still waiting whenever that changes.
+    pub async fn pod_cidrs_of(
+        &self,
+        name: &str,
+        mut waiting: impl FnMut(String),
+    ) -> Vec<IpNetwork> {
+        let mut published = self.published.clone();
+        let mut said = String::new();
+        loop {
+            let why = match &*published.borrow_and_update() {
+                Some(Ok(list)) => match list.get(name) {
+                    Some(node) if !node.pod_cidrs.is_empty() => return node.pod_cidrs.clone(),
+                    Some(_) => format!(
+                        "waiting for node {name}'s pod CIDRs (spec.podCIDRs, assigned by the controller-manager)"
+                    ),
+                    None => format!("waiting for node {name} to be in the Kubernetes node list"),
+                },
+                Some(Err(e)) => format!("waiting for a usable Kubernetes node list: {e}"),
+                None => "waiting for the first full list of Kubernetes Nodes".to_string(),
+            };
+            let why = match self.trouble() {
+                Some(trouble) if trouble != why => format!("{why}; {trouble}"),
+                _ => why,
+            };
+            if why != said {
+                waiting(why.clone());
+                said = why;
+            }
+            // Woken by a new list, or after a while to refresh the reason (the API
+            // connection's state is not part of the list).
+            let _ = tokio::time::timeout(PROBE_EVERY, published.changed()).await;
+        }
+    }
+}
+
+impl NodeSource for KubeSource {
+    fn describe(&self) -> String {
+        "kubernetes Node watch".to_string()
+    }
+
+    fn poll(&mut self) -> Option<std::result::Result<NodeList, String>> {
+        if !self.published.has_changed().unwrap_or(false) {
+            return None;
+        }
+        self.published.borrow_and_update().clone()
+    }
+
+    fn trouble(&self) -> Option<String> {
+        let known = match &*self.published.borrow() {
+            Some(Ok(list)) => Some(list.nodes.len()),
+            _ => None,
+        };
+        match (&*self.shared.lost(), known) {
+            (Some(lost), Some(n)) => Some(format!(
+                "API connection lost since {} ({} s): {} (keeping the last known {n} nodes)",
+                lost.since,
+                lost.at.elapsed().as_secs(),
+                lost.error
+            )),
+            (Some(lost), None) => Some(format!(
+                "API server unreachable since {} ({} s): {}; no node list yet",
+                lost.since,
+                lost.at.elapsed().as_secs(),
+                lost.error
+            )),
+            (None, None) => Some("waiting for the first full list of Nodes".to_string()),
+            (None, Some(_)) => None,
+        }
+    }
+}
+
+/// Trim what the agent never reads from each Node before the store keeps it: a node's
+/// image list and managed fields are most of its size.
+fn slim(node: &mut KubeNode) {
+    node.metadata.managed_fields = None;
+    node.metadata.annotations = None;
+    if let Some(status) = node.status.as_mut() {
+        status.images = None;
+    }
+}
+
+/// The watch: keep a reflector store of every Node and publish its mapped list after
+/// the first full list (`InitDone`) and every change after it. Runs until dropped.
+async fn watch_nodes(client: kube::Client, tx: watch::Sender<Published>, shared: Arc<Shared>) {
+    let api: Api<KubeNode> = Api::all(client);
+    let (store, writer) = reflector::store();
+    // "Any" lets the API server answer the (re-)list from its watch cache instead of
+    // etcd: every node's agent lists, and the watch that follows catches up anyway.
+    let config = watcher::Config::default().any_semantic();
+    let stream = watcher(api.clone(), config)
+        .modify(slim)
+        .default_backoff()
+        .reflect(writer);
+    let mut stream = std::pin::pin!(stream);
+    let mut probe = tokio::time::interval(PROBE_EVERY);
+    let mut said: Vec<String> = Vec::new();
+    loop {
+        tokio::select! {
+            item = stream.next() => match item {
+                Some(Ok(event)) => {
+                    shared.succeeded();
+                    match event {
+                        // The store swapped in a full list, or changed by one Node.
+                        watcher::Event::InitDone
+                        | watcher::Event::Apply(_)
+                        | watcher::Event::Delete(_) => publish(&store, &tx, &mut said),
+                        // A re-list in progress: the store keeps the old list until
+                        // InitDone, and so do we.
+                        watcher::Event::Init | watcher::Event::InitApply(_) => {}
+                    }
+                }
+                Some(Err(e)) => shared.failed(e.to_string()),
+                None => {
+                    tracing::error!("the Kubernetes Node watch ended; no more node updates");
+                    shared.failed("the watch ended".to_string());
+                    return;
+                }
+            },
+            _ = probe.tick(), if !shared.health.connected() => {
+                if api.list_metadata(&ListParams::default().limit(1)).await.is_ok() {
+                    shared.succeeded();
+                }
+            }
+        }
+    }
+}
+
+fn publish(store: &Store<KubeNode>, tx: &watch::Sender<Published>, said: &mut Vec<String>) {
+    let nodes = store.state();
+    let (list, problems) = map_nodes(nodes.iter().map(|n| n.as_ref()));
+    // Node status changes every few seconds somewhere in a cluster; say each problem
+    // once, when the set of them changes.
+    if problems != *said {
+        for problem in &problems {
+            tracing::warn!(problem, "Kubernetes Node left partly unrouted");
+        }
+        *said = problems;
+    }
+    tx.send_if_modified(|published| {
+        let new = Some(list);
+        if *published == new {
+            return false;
+        }
+        *published = new;
+        true
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{NodeAddress, NodeSpec, NodeStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+
+    fn kube_node(
+        name: &str,
+        pod_cidr: Option<&str>,
+        pod_cidrs: Option<&[&str]>,
+        addresses: &[(&str, &str)],
+    ) -> KubeNode {
+        KubeNode {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(NodeSpec {
+                pod_cidr: pod_cidr.map(str::to_string),
+                pod_cidrs: pod_cidrs.map(|c| c.iter().map(|s| s.to_string()).collect()),
+                ..NodeSpec::default()
+            }),
+            status: Some(NodeStatus {
+                addresses: Some(
+                    addresses
+                        .iter()
+                        .map(|(type_, address)| NodeAddress {
+                            type_: type_.to_string(),
+                            address: address.to_string(),
+                        })
+                        .collect(),
+                ),
+                ..NodeStatus::default()
+            }),
+        }
+    }
+
+    fn parsed<T: std::str::FromStr>(items: &[&str]) -> Vec<T>
+    where
+        T::Err: std::fmt::Debug,
+    {
+        items.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn dual_stack_node_maps_internal_ips_and_pod_cidrs() {
+        let node = kube_node(
+            "node-a",
+            Some("10.244.1.0/24"),
+            Some(&["10.244.1.0/24", "fd00:244:1::/64"]),
+            &[
+                ("Hostname", "node-a"),
+                ("ExternalIP", "203.0.113.7"),
+                ("InternalIP", "192.168.50.1"),
+                ("InternalIP", "fd00:50::1"),
+            ],
+        );
+        let (mapped, problems) = map_node(&node);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            mapped,
+            Node {
+                name: "node-a".into(),
+                addresses: parsed(&["192.168.50.1", "fd00:50::1"]),
+                pod_cidrs: parsed(&["10.244.1.0/24", "fd00:244:1::/64"]),
+            }
+        );
+    }
+
+    #[test]
+    fn pod_cidr_alone_is_used_when_pod_cidrs_is_absent_or_empty() {
+        for cidrs in [None, Some(&[][..])] {
+            let node = kube_node(
+                "old",
+                Some("10.244.7.0/24"),
+                cidrs,
+                &[("InternalIP", "10.0.0.7")],
+            );
+            assert_eq!(map_node(&node).0.pod_cidrs, parsed(&["10.244.7.0/24"]));
+        }
+    }
+
+    #[test]
+    fn a_node_without_pod_cidr_or_status_is_listed_with_none() {
+        let mut node = kube_node("new", None, None, &[]);
+        node.status = None;
+        let (mapped, problems) = map_node(&node);
+        assert!(problems.is_empty());
+        assert_eq!(mapped.name, "new");
+        assert!(mapped.pod_cidrs.is_empty() && mapped.addresses.is_empty());
+        node.spec = None;
+        assert!(map_node(&node).0.pod_cidrs.is_empty());
+    }
+
+    #[test]
+    fn bad_values_are_left_out_and_named() {
+        let node = kube_node(
+            "odd",
+            None,
+            Some(&["10.244.9.5/24", "nonsense", "10.244.9.0/24"]),
+            &[("InternalIP", "not-an-ip"), ("InternalIP", "10.0.0.9")],
+        );
+        let (mapped, problems) = map_node(&node);
+        // Host bits are cleared (and the duplicate that leaves is dropped).
+        assert_eq!(mapped.pod_cidrs, parsed(&["10.244.9.0/24"]));
+        assert_eq!(mapped.addresses, parsed::<IpAddr>(&["10.0.0.9"]));
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("nonsense") && problems[0].contains("node odd"));
+        assert!(problems[1].contains("not-an-ip"));
+    }
+
+    #[test]
+    fn the_list_is_sorted_and_checked() {
+        let b = kube_node(
+            "b",
+            Some("10.244.2.0/24"),
+            None,
+            &[("InternalIP", "10.0.0.2")],
+        );
+        let a = kube_node(
+            "a",
+            Some("10.244.1.0/24"),
+            None,
+            &[("InternalIP", "10.0.0.1")],
+        );
+        let (list, problems) = map_nodes([&b, &a]);
+        assert!(problems.is_empty());
+        let names: Vec<String> = list.unwrap().nodes.into_iter().map(|n| n.name).collect();
+        assert_eq!(names, ["a", "b"]);
+
+        let clash = kube_node("c", Some("10.244.0.0/16"), None, &[]);
+        let err = map_nodes([&a, &b, &clash]).0.unwrap_err();
+        assert!(err.contains("node c") && err.contains("overlaps"), "{err}");
+
+        let mut unnamed = kube_node("x", None, None, &[]);
+        unnamed.metadata.name = None;
+        let (list, problems) = map_nodes([&a, &unnamed]);
+        assert_eq!(list.unwrap().nodes.len(), 1);
+        assert_eq!(problems.len(), 1);
+    }
+
+    /// The list the route loop gets is the node file's, for the same cluster: the
+    /// routes it derives are the same.
+    #[test]
+    fn routes_from_nodes_match_the_node_file() {
+        let a = kube_node(
+            "node-a",
+            None,
+            Some(&["10.244.1.0/24", "fd00:244:1::/64"]),
+            &[("InternalIP", "192.168.50.1"), ("InternalIP", "fd00:50::1")],
+        );
+        let b = kube_node(
+            "node-b",
+            None,
+            Some(&["10.244.2.0/24", "fd00:244:2::/64"]),
+            &[("InternalIP", "192.168.50.2"), ("InternalIP", "fd00:50::2")],
+        );
+        let from_kube = map_nodes([&a, &b]).0.unwrap();
+        let from_file = super::super::file::parse(
+            Path::new("nodes.yaml"),
+            "nodes:\n  - name: node-a\n    addresses: [192.168.50.1, \"fd00:50::1\"]\n    podCIDRs: [10.244.1.0/24, \"fd00:244:1::/64\"]\n  - name: node-b\n    addresses: [192.168.50.2, \"fd00:50::2\"]\n    podCIDRs: [10.244.2.0/24, \"fd00:244:2::/64\"]\n",
+        )
+        .unwrap();
+        assert_eq!(from_kube, from_file);
+    }
+}
