@@ -22,6 +22,9 @@ APT_PACKAGES=(
     # VM tier
     qemu-system-x86 busybox-static cpio xz-utils zstd
     curl ca-certificates
+    # cluster tier: the rig (nsenter/unshare, certificates), what kube-proxy and the
+    # kubelet call, and the tools the test images carry (dig, nc, getent, curl)
+    util-linux openssl conntrack socat ethtool bind9-dnsutils netcat-openbsd
 )
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -85,6 +88,16 @@ if cargo fuzz --version 2>/dev/null | grep -q "${CARGO_FUZZ_VERSION}"; then
 else
     cargo install cargo-fuzz --version "${CARGO_FUZZ_VERSION}" --locked \
         || die "installing cargo-fuzz ${CARGO_FUZZ_VERSION} failed"
+fi
+
+step "Go toolchain for the cluster tier (builds the pinned Kubernetes components)"
+if command -v go >/dev/null; then
+    echo "present: $(go version)"
+    # Module downloads only (seconds); the build itself runs in the cluster tier, into
+    # the machine-wide cache hack/cluster/build.sh keys on the pinned versions.
+    "${REPO}/hack/cluster/build.sh" --download-only
+else
+    echo "Go is not installed: the cluster tier (hack/test.sh cluster) will fail; every other tier works"
 fi
 
 step "setup complete"
