@@ -203,4 +203,154 @@ mod tests {
         // A node name alone is harmless: nothing uses it without a source.
         assert!(run_args(&["--node-name", "n1"]).is_ok());
     }
+
+    /// The manifests parse as the Kubernetes objects they claim to be, and the
+    /// DaemonSet is consistent with the agent it runs: its command line and the
+    /// ConfigMap's settings parse, the probes reach the metrics port, every host path
+    /// the agent writes is mounted, and the ClusterRole grants Node reads only.
+    #[test]
+    fn manifests_match_the_agent() {
+        use clap::CommandFactory as _;
+        use k8s_openapi::api::apps::v1::DaemonSet;
+        use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
+        use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+        use serde::Deserialize as _;
+
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        files.sort();
+        let mut docs = Vec::new();
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            for doc in serde_norway::Deserializer::from_str(&text) {
+                docs.push((file.clone(), serde_norway::Value::deserialize(doc).unwrap()));
+            }
+        }
+        // Typed, and back: a misspelt or misplaced field (which the typed objects
+        // ignore) makes the two differ.
+        fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(
+            doc: serde_norway::Value,
+            at: &str,
+        ) -> T {
+            let original = serde_json::to_value(&doc).unwrap();
+            let object: T = serde_norway::from_value(doc).unwrap_or_else(|e| panic!("{at}: {e}"));
+            assert_eq!(
+                serde_json::to_value(&object).unwrap(),
+                original,
+                "{at}: fields the Kubernetes API does not know"
+            );
+            object
+        }
+        let (mut daemonset, mut configmap, mut role) = (None, None, None);
+        let mut kinds = Vec::new();
+        for (file, doc) in docs {
+            let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+            let at = format!("{} ({kind})", file.display());
+            match kind.as_str() {
+                "Namespace" => drop(typed::<Namespace>(doc, &at)),
+                "ServiceAccount" => drop(typed::<ServiceAccount>(doc, &at)),
+                "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(doc, &at)),
+                "ClusterRole" => role = Some(typed::<ClusterRole>(doc, &at)),
+                "ConfigMap" => configmap = Some(typed::<ConfigMap>(doc, &at)),
+                "DaemonSet" => daemonset = Some(typed::<DaemonSet>(doc, &at)),
+                other => panic!("{at}: unexpected kind {other:?}"),
+            }
+            kinds.push(kind);
+        }
+        assert_eq!(kinds[0], "Namespace", "the namespace must apply first");
+
+        let rules = role.unwrap().rules.unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(
+            rules[0].resources.as_deref(),
+            Some(&["nodes".to_string()][..])
+        );
+        assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
+
+        let daemonset = daemonset.unwrap();
+        let pod = daemonset.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.host_network, Some(true));
+        let agent = &pod.containers[0];
+        let mut argv: Vec<String> = agent.command.clone().unwrap();
+        argv.extend(agent.args.clone().unwrap());
+        // NODE_NAME comes from the pod's spec.nodeName.
+        assert!(
+            agent
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|e| e.name == "NODE_NAME")
+        );
+        argv.push("--node-name=node-a".into());
+        let Command::Run(args) = Cli::try_parse_from(&argv).unwrap().command else {
+            panic!("the DaemonSet does not run `netkit-agent run`");
+        };
+        assert!(args.kubernetes && args.install.install_cni_conf);
+        let metrics = args.metrics_addr.expect("the probes need --metrics-addr");
+        for (probe, path) in [
+            (agent.readiness_probe.as_ref(), "/readyz"),
+            (agent.liveness_probe.as_ref(), "/healthz"),
+        ] {
+            let get = probe.unwrap().http_get.as_ref().unwrap();
+            assert_eq!(get.path.as_deref(), Some(path));
+            assert_eq!(
+                get.port,
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(
+                    metrics.port().into()
+                )
+            );
+            assert_eq!(get.host.as_deref(), Some(metrics.ip().to_string().as_str()));
+        }
+        let mounts: Vec<PathBuf> = agent
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| PathBuf::from(&m.mount_path))
+            .collect();
+        for written in [
+            args.socket.parent().unwrap(),
+            &args.state_dir,
+            &args.bpffs_root,
+            &args.install.cni_bin_dir,
+            &args.install.cni_conf_dir,
+        ] {
+            assert!(
+                mounts.iter().any(|m| written.starts_with(m)),
+                "{} is not on a host mount",
+                written.display()
+            );
+        }
+
+        // Every setting in the ConfigMap is an environment variable of `run` (or the
+        // client's API server override), and its value parses.
+        let run = Cli::command();
+        let run = run.find_subcommand("run").unwrap();
+        let data = configmap.unwrap().data.unwrap();
+        for (key, value) in &data {
+            let Some(arg) = run
+                .get_arguments()
+                .find(|a| a.get_env().is_some_and(|e| e == key.as_str()))
+            else {
+                assert!(
+                    key.starts_with("KUBERNETES_SERVICE_"),
+                    "unknown setting {key}"
+                );
+                continue;
+            };
+            let flag = format!("--{}={value}", arg.get_long().unwrap());
+            run_args(&[&flag]).unwrap_or_else(|e| panic!("{key}: {e}"));
+        }
+        let envfrom = agent.env_from.as_ref().unwrap();
+        assert!(envfrom.iter().any(|e| {
+            e.config_map_ref
+                .as_ref()
+                .is_some_and(|c| c.name == "netkit-config")
+        }));
+    }
 }

@@ -88,6 +88,9 @@ async fn start_and_reconcile(
         }
         false => None,
     };
+    if args.kubernetes {
+        ensure_host_bpffs(&args.bpffs_root)?;
+    }
     let setup = Setup {
         bpffs_root: args.bpffs_root.clone(),
         translation_check: args.translation_check,
@@ -130,6 +133,30 @@ async fn start_and_reconcile(
     routing.until_applied(shared).await;
     go_live(args, conf, shared).await?;
     tokio::join!(reconcile_loop(agent), routing.run());
+    Ok(())
+}
+
+/// In a cluster the agent runs in a container: a BPF filesystem it mounted there itself
+/// would be private to the container and vanish with it, pins and all, and the next
+/// agent could adopt nothing. So the pin root must already be on the node's bpffs,
+/// shared into the container.
+fn ensure_host_bpffs(root: &std::path::Path) -> anyhow::Result<()> {
+    /// `BPF_FS_MAGIC` from include/uapi/linux/magic.h.
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    let existing = root
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(std::path::Path::new("/"));
+    let fs = nix::sys::statfs::statfs(existing)
+        .with_context(|| format!("statfs {}", existing.display()))?;
+    if fs.filesystem_type().0 != BPF_FS_MAGIC {
+        anyhow::bail!(
+            "{} is not on a BPF filesystem: mount one on the node (mount -t bpf bpf /sys/fs/bpf) \
+             and share it into the agent's container; one mounted inside the container would \
+             take the pinned datapath with it when the agent restarts",
+            existing.display()
+        );
+    }
     Ok(())
 }
 

@@ -225,13 +225,21 @@ impl KubeSource {
     /// Connect with `config` and start watching Nodes in the background (on the current
     /// tokio runtime).
     pub fn start(config: kube::Config, health: Arc<SourceHealth>) -> Result<Self> {
+        Self::start_probing(config, health, PROBE_EVERY)
+    }
+
+    fn start_probing(
+        config: kube::Config,
+        health: Arc<SourceHealth>,
+        probe_every: Duration,
+    ) -> Result<Self> {
         let client = kube::Client::try_from(config)?;
         let (tx, published) = watch::channel(None);
         let shared = Arc::new(Shared {
             health,
             lost: Mutex::new(None),
         });
-        let task = tokio::spawn(watch_nodes(client, tx, shared.clone()));
+        let task = tokio::spawn(watch_nodes(client, tx, shared.clone(), probe_every));
         Ok(KubeSource {
             published,
             shared,
@@ -324,7 +332,12 @@ fn slim(node: &mut KubeNode) {
 
 /// The watch: keep a reflector store of every Node and publish its mapped list after
 /// the first full list (`InitDone`) and every change after it. Runs until dropped.
-async fn watch_nodes(client: kube::Client, tx: watch::Sender<Published>, shared: Arc<Shared>) {
+async fn watch_nodes(
+    client: kube::Client,
+    tx: watch::Sender<Published>,
+    shared: Arc<Shared>,
+    probe_every: Duration,
+) {
     let api: Api<KubeNode> = Api::all(client);
     let (store, writer) = reflector::store();
     // "Any" lets the API server answer the (re-)list from its watch cache instead of
@@ -335,7 +348,7 @@ async fn watch_nodes(client: kube::Client, tx: watch::Sender<Published>, shared:
         .default_backoff()
         .reflect(writer);
     let mut stream = std::pin::pin!(stream);
-    let mut probe = tokio::time::interval(PROBE_EVERY);
+    let mut probe = tokio::time::interval(probe_every);
     let mut said: Vec<String> = Vec::new();
     loop {
         tokio::select! {
@@ -554,5 +567,320 @@ mod tests {
         )
         .unwrap();
         assert_eq!(from_kube, from_file);
+    }
+
+    /// A stand-in for the API server's Node endpoints, just enough for a watcher: a
+    /// list, and watches that stream the changes made after it. `set_up(false)` drops
+    /// every watch and every new connection, as a dead API server would.
+    struct FakeApi {
+        addr: std::net::SocketAddr,
+        state: Arc<Mutex<FakeState>>,
+        events: tokio::sync::broadcast::Sender<String>,
+        up: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    struct FakeState {
+        nodes: std::collections::BTreeMap<String, KubeNode>,
+        version: u64,
+        /// Every event with its version: a watch from a resource version replays what
+        /// came after it, as the API server does.
+        history: Vec<(u64, String)>,
+    }
+
+    impl Drop for FakeApi {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    impl FakeApi {
+        async fn start(nodes: Vec<KubeNode>) -> FakeApi {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let state = Arc::new(Mutex::new(FakeState {
+                nodes: Default::default(),
+                version: 1,
+                history: Vec::new(),
+            }));
+            let (events, _) = tokio::sync::broadcast::channel(64);
+            let (up, _) = watch::channel(true);
+            let task = tokio::spawn(serve_fake(
+                listener,
+                state.clone(),
+                events.clone(),
+                up.subscribe(),
+            ));
+            let api = FakeApi {
+                addr,
+                state,
+                events,
+                up,
+                task,
+            };
+            for node in nodes {
+                api.apply(node);
+            }
+            api
+        }
+
+        fn config(&self) -> kube::Config {
+            kube::Config::new(format!("http://{}", self.addr).parse().unwrap())
+        }
+
+        fn apply(&self, mut node: KubeNode) {
+            let mut state = self.state.lock().unwrap();
+            state.version += 1;
+            node.metadata.resource_version = Some(state.version.to_string());
+            let name = node.metadata.name.clone().unwrap();
+            let kind = match state.nodes.insert(name, node.clone()) {
+                Some(_) => "MODIFIED",
+                None => "ADDED",
+            };
+            let event = serde_json::json!({"type": kind, "object": node}).to_string();
+            let version = state.version;
+            state.history.push((version, event.clone()));
+            let _ = self.events.send(event);
+        }
+
+        fn delete(&self, name: &str) {
+            let mut state = self.state.lock().unwrap();
+            state.version += 1;
+            let mut node = state.nodes.remove(name).unwrap();
+            node.metadata.resource_version = Some(state.version.to_string());
+            let event = serde_json::json!({"type": "DELETED", "object": node}).to_string();
+            let version = state.version;
+            state.history.push((version, event.clone()));
+            let _ = self.events.send(event);
+        }
+
+        fn set_up(&self, up: bool) {
+            self.up.send_replace(up);
+        }
+    }
+
+    async fn serve_fake(
+        listener: tokio::net::TcpListener,
+        state: Arc<Mutex<FakeState>>,
+        events: tokio::sync::broadcast::Sender<String>,
+        up: watch::Receiver<bool>,
+    ) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        loop {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            if !*up.borrow() {
+                continue; // dropped: the connection closes unanswered
+            }
+            let (state, events, mut up) = (state.clone(), events.clone(), up.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let target = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                if !target.starts_with("/api/v1/nodes") {
+                    let _ = conn
+                        .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .await;
+                    return;
+                }
+                if target.contains("watch=true") || target.contains("watch=1") {
+                    // Changes after the resource version asked for, until the server
+                    // goes down; the body ends with the connection.
+                    let since: u64 = target
+                        .split(['?', '&'])
+                        .find_map(|p| p.strip_prefix("resourceVersion="))
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    let (missed, mut events) = {
+                        let state = state.lock().unwrap();
+                        let missed: Vec<String> = state
+                            .history
+                            .iter()
+                            .filter(|(v, _)| *v > since)
+                            .map(|(_, e)| format!("{e}\n"))
+                            .collect();
+                        (missed.concat(), events.subscribe())
+                    };
+                    let header = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n";
+                    if conn
+                        .write_all(format!("{header}{missed}").as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    loop {
+                        tokio::select! {
+                            event = events.recv() => {
+                                let Ok(event) = event else { return };
+                                if conn.write_all(format!("{event}\n").as_bytes()).await.is_err() {
+                                    return;
+                                }
+                            }
+                            _ = async { up.wait_for(|up| !*up).await.map(|_| ()) } => return,
+                        }
+                    }
+                }
+                let body = {
+                    let state = state.lock().unwrap();
+                    serde_json::json!({
+                        "apiVersion": "v1",
+                        "kind": "NodeList",
+                        "metadata": {"resourceVersion": state.version.to_string()},
+                        "items": state.nodes.values().collect::<Vec<_>>(),
+                    })
+                    .to_string()
+                };
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            });
+        }
+    }
+
+    /// Poll `source` (as the route loop does) until `done` holds for what it says.
+    async fn until<T>(
+        source: &mut KubeSource,
+        what: &str,
+        mut done: impl FnMut(&mut KubeSource) -> Option<T>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(out) = done(source) {
+                return out;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; trouble: {:?}",
+                source.trouble()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn names(list: &NodeList) -> Vec<(String, Vec<String>)> {
+        list.nodes
+            .iter()
+            .map(|n| {
+                (
+                    n.name.clone(),
+                    n.pod_cidrs.iter().map(|c| c.to_string()).collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// The source against a live (fake) API server: nothing before the first full
+    /// list; then every change; the last list kept, and the loss visible, while the
+    /// server is down; recovery noticed; this node's pod CIDRs awaited.
+    #[tokio::test]
+    async fn the_watch_follows_the_api_server_and_survives_its_loss() {
+        let a = kube_node("node-a", None, None, &[("InternalIP", "10.0.0.1")]);
+        let b = kube_node(
+            "node-b",
+            Some("10.244.2.0/24"),
+            None,
+            &[("InternalIP", "10.0.0.2")],
+        );
+        let api = FakeApi::start(vec![a.clone(), b.clone()]).await;
+        let health = Arc::new(SourceHealth::default());
+        let mut source =
+            KubeSource::start_probing(api.config(), health.clone(), Duration::from_millis(50))
+                .unwrap();
+
+        let list = until(&mut source, "the first list", |s| s.poll())
+            .await
+            .unwrap();
+        assert_eq!(
+            names(&list),
+            [
+                ("node-a".into(), vec![]),
+                ("node-b".into(), vec!["10.244.2.0/24".into()])
+            ]
+        );
+        assert!(source.trouble().is_none(), "{:?}", source.trouble());
+
+        // node-a has no pod CIDR yet: built-in IPAM waits for it.
+        let mut waited = Vec::new();
+        let pools = {
+            let wait = source.pod_cidrs_of("node-a", |why| waited.push(why));
+            tokio::pin!(wait);
+            assert!(
+                tokio::time::timeout(Duration::from_millis(200), &mut wait)
+                    .await
+                    .is_err(),
+                "pod CIDRs before node-a has any"
+            );
+            let mut with_cidr = a.clone();
+            with_cidr.spec.as_mut().unwrap().pod_cidrs = Some(vec!["10.244.1.0/24".into()]);
+            api.apply(with_cidr);
+            tokio::time::timeout(Duration::from_secs(20), wait)
+                .await
+                .unwrap()
+        };
+        assert_eq!(pools, parsed::<IpNetwork>(&["10.244.1.0/24"]));
+        assert!(
+            waited.iter().any(|w| w.contains("node-a's pod CIDRs")),
+            "{waited:?}"
+        );
+        let list = until(&mut source, "node-a's CIDR", |s| s.poll())
+            .await
+            .unwrap();
+        assert_eq!(list.get("node-a").unwrap().pod_cidrs.len(), 1);
+
+        // A change and a deletion arrive as whole new lists; an identical update is
+        // no news.
+        api.apply(b.clone());
+        let mut moved = b.clone();
+        moved.spec.as_mut().unwrap().pod_cidr = Some("10.244.3.0/24".into());
+        api.apply(moved);
+        let list = until(&mut source, "node-b's new CIDR", |s| s.poll())
+            .await
+            .unwrap();
+        assert_eq!(
+            names(&list)[1],
+            ("node-b".into(), vec!["10.244.3.0/24".into()])
+        );
+        api.delete("node-b");
+        let list = until(&mut source, "node-b's deletion", |s| s.poll())
+            .await
+            .unwrap();
+        assert_eq!(list.nodes.len(), 1);
+        assert!(source.poll().is_none(), "no change, no news");
+
+        // The server goes away: the list stays, the loss shows.
+        api.set_up(false);
+        let trouble = until(&mut source, "the loss", |s| {
+            s.trouble().filter(|t| t.contains("keeping"))
+        })
+        .await;
+        assert!(
+            trouble.contains("API connection lost since")
+                && trouble.contains("keeping the last known 1 nodes"),
+            "{trouble}"
+        );
+        assert!(!health.connected() && health.errors() >= 1);
+        assert!(source.poll().is_none(), "the last list stays in force");
+
+        // Back: noticed without any change to announce it; later changes arrive.
+        api.set_up(true);
+        until(&mut source, "the recovery", |s| {
+            s.trouble().is_none().then_some(())
+        })
+        .await;
+        assert!(health.connected());
+        api.apply(b);
+        let list = until(&mut source, "node-b's return", |s| s.poll())
+            .await
+            .unwrap();
+        assert_eq!(list.nodes.len(), 2);
     }
 }
