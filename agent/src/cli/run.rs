@@ -188,10 +188,7 @@ async fn pools(
     match kube {
         Some(kube) if args.install.cni_ipam.is_none() => {
             let pools = kube
-                .pod_cidrs_of(name, |why| {
-                    tracing::info!(why, "waiting before serving built-in IPAM");
-                    shared.set_not_ready(why);
-                })
+                .pod_cidrs_of(name, |why| shared.set_not_ready(why))
                 .await;
             tracing::info!(node = name, ?pools, "pod CIDRs from Kubernetes");
             Ok(pools)

@@ -256,7 +256,7 @@ impl KubeSource {
         mut waiting: impl FnMut(String),
     ) -> Vec<IpNetwork> {
         let mut published = self.published.clone();
-        let mut said = String::new();
+        let (mut said, mut logged) = (String::new(), String::new());
         loop {
             let why = match &*published.borrow_and_update() {
                 Some(Ok(list)) => match list.get(name) {
@@ -269,6 +269,11 @@ impl KubeSource {
                 Some(Err(e)) => format!("waiting for a usable Kubernetes node list: {e}"),
                 None => "waiting for the first full list of Kubernetes Nodes".to_string(),
             };
+            if why != logged {
+                tracing::info!(why, "built-in IPAM waits for this node's pod CIDRs");
+                logged = why.clone();
+            }
+            // With what keeps the news away, if anything (its age changes each time).
             let why = match self.trouble() {
                 Some(trouble) if trouble != why => format!("{why}; {trouble}"),
                 _ => why,
@@ -297,26 +302,26 @@ impl NodeSource for KubeSource {
     }
 
     fn trouble(&self) -> Option<String> {
-        let known = match &*self.published.borrow() {
-            Some(Ok(list)) => Some(list.nodes.len()),
-            _ => None,
+        let (synced, known) = match &*self.published.borrow() {
+            None => (false, None),
+            Some(Ok(list)) => (true, Some(list.nodes.len())),
+            // Why the list is unusable reaches the route loop through `poll`.
+            Some(Err(_)) => (true, None),
         };
-        match (&*self.shared.lost(), known) {
-            (Some(lost), Some(n)) => Some(format!(
-                "API connection lost since {} ({} s): {} (keeping the last known {n} nodes)",
-                lost.since,
-                lost.at.elapsed().as_secs(),
-                lost.error
-            )),
-            (Some(lost), None) => Some(format!(
-                "API server unreachable since {} ({} s): {}; no node list yet",
-                lost.since,
-                lost.at.elapsed().as_secs(),
-                lost.error
-            )),
-            (None, None) => Some("waiting for the first full list of Nodes".to_string()),
-            (None, Some(_)) => None,
-        }
+        let lost = self.shared.lost();
+        let Some(lost) = lost.as_ref() else {
+            return (!synced).then(|| "waiting for the first full list of Nodes".to_string());
+        };
+        let kept = match known {
+            Some(n) => format!("keeping the last known {n} nodes"),
+            None => "no usable node list yet".to_string(),
+        };
+        Some(format!(
+            "API connection lost since {} ({} s): {} ({kept})",
+            lost.since,
+            lost.at.elapsed().as_secs(),
+            lost.error
+        ))
     }
 }
 
