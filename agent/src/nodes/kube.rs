@@ -29,18 +29,20 @@ use super::{Node, NodeList, NodeSource, SourceHealth};
 /// answers again: a watch that resumes where it stopped yields no event to tell.
 const PROBE_EVERY: Duration = Duration::from_secs(5);
 
+/// The messages leave the cause to the error's source: kube's own errors carry their
+/// whole chain in their text already, and printing it twice buries the point.
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
-    #[error("reading kubeconfig {path}: {source}")]
+    #[error("reading kubeconfig {path}")]
     Kubeconfig {
         path: PathBuf,
         source: kube::config::KubeconfigError,
     },
-    #[error("in-cluster configuration (service account): {0}")]
+    #[error("in-cluster configuration (the pod's service account)")]
     InCluster(#[from] kube::config::InClusterError),
-    #[error("no Kubernetes configuration found: {0}")]
+    #[error("no Kubernetes configuration found (in-cluster or kubeconfig)")]
     Infer(#[from] kube::config::InferConfigError),
-    #[error("building the Kubernetes client: {0}")]
+    #[error("building the Kubernetes client")]
     Client(#[from] kube::Error),
 }
 
@@ -64,7 +66,7 @@ pub async fn client_config(kubeconfig: Option<&Path>) -> Result<kube::Config> {
                     .map_err(kubeconfig_err(path))?,
             )
         }
-        None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
+        None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some_and(|h| !h.is_empty()) => {
             Ok(kube::Config::incluster()?)
         }
         None => Ok(kube::Config::infer().await?),
