@@ -29,6 +29,8 @@ use super::{Node, NodeList, NodeSource, SourceHealth};
 /// answers again: a watch that resumes where it stopped yields no event to tell.
 const PROBE_EVERY: Duration = Duration::from_secs(5);
 
+const WAITING_FOR_FIRST_LIST: &str = "waiting for the first full list of Kubernetes Nodes";
+
 /// The messages leave the cause to the error's source: kube's own errors carry their
 /// whole chain in their text already, and printing it twice buries the point.
 #[derive(Debug, thiserror::Error)]
@@ -269,7 +271,7 @@ impl KubeSource {
                     None => format!("waiting for node {name} to be in the Kubernetes node list"),
                 },
                 Some(Err(e)) => format!("waiting for a usable Kubernetes node list: {e}"),
-                None => "waiting for the first full list of Kubernetes Nodes".to_string(),
+                None => WAITING_FOR_FIRST_LIST.to_string(),
             };
             if why != logged {
                 tracing::info!(why, "built-in IPAM waits for this node's pod CIDRs");
@@ -285,8 +287,11 @@ impl KubeSource {
                 said = why;
             }
             // Woken by a new list, or after a while to refresh the reason (the API
-            // connection's state is not part of the list).
-            let _ = tokio::time::timeout(PROBE_EVERY, published.changed()).await;
+            // connection's state is not part of the list). A watch that ended sends
+            // nothing more; then only the reason is refreshed.
+            if let Ok(Err(_)) = tokio::time::timeout(PROBE_EVERY, published.changed()).await {
+                tokio::time::sleep(PROBE_EVERY).await;
+            }
         }
     }
 }
@@ -312,7 +317,7 @@ impl NodeSource for KubeSource {
         };
         let lost = self.shared.lost();
         let Some(lost) = lost.as_ref() else {
-            return (!synced).then(|| "waiting for the first full list of Nodes".to_string());
+            return (!synced).then(|| WAITING_FOR_FIRST_LIST.to_string());
         };
         let kept = match known {
             Some(n) => format!("keeping the last known {n} nodes"),
