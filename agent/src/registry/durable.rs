@@ -5,6 +5,9 @@ use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+/// What a file being replaced is called until it is renamed over the real one.
+pub const TMP_SUFFIX: &str = ".tmp";
+
 /// Which step of a durable write failed.
 #[derive(Debug, thiserror::Error)]
 #[error("{what} {path}: {source}")]
@@ -24,13 +27,13 @@ fn failed(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Dur
 /// ([`sync_dir`]); callers replacing several files in one directory sync it once.
 pub fn replace(path: &Path, bytes: &[u8]) -> Result<(), DurableError> {
     let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
+    tmp_name.push(TMP_SUFFIX);
     let tmp = PathBuf::from(tmp_name);
     let mut file = File::create(&tmp).map_err(failed("creating", &tmp))?;
     file.write_all(bytes).map_err(failed("writing", &tmp))?;
     // Without this, the rename can reach the disk before the data: a crash would leave
     // an empty or partial file under the final name.
-    file.sync_all().map_err(failed("fsync of", &tmp))?;
+    fsync(&file).map_err(failed("fsync of", &tmp))?;
     std::fs::rename(&tmp, path).map_err(failed("renaming", &tmp))
 }
 
@@ -46,6 +49,29 @@ pub fn remove(path: &Path) -> Result<(), DurableError> {
 /// Make the renames and removals in `dir` durable.
 pub fn sync_dir(dir: &Path) -> Result<(), DurableError> {
     File::open(dir)
-        .and_then(|d| d.sync_all())
+        .and_then(|d| fsync(&d))
         .map_err(failed("fsync of", dir))
+}
+
+fn fsync(file: &File) -> std::io::Result<()> {
+    #[cfg(test)]
+    counting::FSYNCS.with(|n| n.set(n.get() + 1));
+    file.sync_all()
+}
+
+/// The fsyncs this thread made, so tests can hold each change to its cost.
+#[cfg(test)]
+pub mod counting {
+    use std::cell::Cell;
+
+    thread_local! {
+        pub(super) static FSYNCS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// The fsyncs `f` made on this thread, and its result.
+    pub fn fsyncs<T>(f: impl FnOnce() -> T) -> (usize, T) {
+        let before = FSYNCS.with(Cell::get);
+        let out = f();
+        (FSYNCS.with(Cell::get) - before, out)
+    }
 }

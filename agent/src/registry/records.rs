@@ -1,8 +1,7 @@
-//! A second copy of each endpoint's record, one file per endpoint beside the registry
-//! file (`endpoint.<name>.json`, `<name>` being the endpoint's pin directory name). When
-//! the registry file is found corrupt at start, the pins say which endpoints are live and
-//! these files hold what the kernel does not: the netns path, the addresses as IPAM gave
-//! them (prefix, gateway) and who allocated them.
+//! The registry on disk: one file per endpoint in the state directory,
+//! `endpoint.<name>.json`, `<name>` being the endpoint's pin directory name. A change
+//! writes or removes one small file, so its cost does not grow with the number of
+//! endpoints on the node; each write is crash-atomic (`durable`).
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +13,8 @@ use crate::endpoint_name;
 
 const PREFIX: &str = "endpoint.";
 const SUFFIX: &str = ".json";
+/// Appended to a record that cannot be loaded: kept for inspection, never read again.
+const SET_ASIDE: &str = ".corrupt";
 
 pub struct Records {
     dir: PathBuf,
@@ -30,24 +31,42 @@ impl Records {
         self.dir.join(format!("{PREFIX}{name}{SUFFIX}"))
     }
 
-    /// Write an endpoint's record (durable once the directory is synced).
+    /// Write an endpoint's record and make it durable: temp file, fsync, rename, and one
+    /// fsync of the directory.
     pub fn write(&self, endpoint: &Endpoint) -> Result<()> {
+        self.write_unsynced(endpoint)?;
+        self.sync()
+    }
+
+    /// Write several records, with one fsync of the directory for all of them.
+    pub fn write_all<'a>(&self, endpoints: impl IntoIterator<Item = &'a Endpoint>) -> Result<()> {
+        for endpoint in endpoints {
+            self.write_unsynced(endpoint)?;
+        }
+        self.sync()
+    }
+
+    fn write_unsynced(&self, endpoint: &Endpoint) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(endpoint)?;
         durable::replace(&self.path(&endpoint_name::of(&endpoint.id)), &bytes)?;
         Ok(())
     }
 
-    pub fn exists(&self, id: &EndpointId) -> bool {
-        self.path(&endpoint_name::of(id)).exists()
-    }
-
+    /// Remove an endpoint's record (if any) and make the removal durable.
     pub fn remove(&self, id: &EndpointId) -> Result<()> {
-        self.remove_named(&endpoint_name::of(id))
+        self.remove_named(&endpoint_name::of(id))?;
+        self.sync()
     }
 
+    /// Remove the record named `name`; durable once the directory is synced.
     pub fn remove_named(&self, name: &str) -> Result<()> {
         durable::remove(&self.path(name))?;
         Ok(())
+    }
+
+    /// Make the renames and removals so far durable.
+    pub fn sync(&self) -> Result<()> {
+        Ok(durable::sync_dir(&self.dir)?)
     }
 
     /// The record of the endpoint named `name`, `None` when there is none.
@@ -64,23 +83,78 @@ impl Records {
                 });
             }
         };
-        let endpoint: Endpoint = serde_json::from_slice(&bytes)
-            .map_err(|source| RegistryError::Corrupt { path, source })?;
+        let endpoint: Endpoint =
+            serde_json::from_slice(&bytes).map_err(|source| RegistryError::Corrupt {
+                path: path.clone(),
+                source,
+            })?;
         // A record copied or renamed by hand must not pass for another endpoint.
-        Ok((endpoint_name::of(&endpoint.id) == name).then_some(endpoint))
+        if endpoint_name::of(&endpoint.id) != name {
+            return Err(RegistryError::Misnamed {
+                path,
+                id: endpoint.id,
+            });
+        }
+        Ok(Some(endpoint))
     }
 
-    /// Names of the endpoints that have a record.
-    pub fn names(&self) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
+    /// Rename the record named `name` out of the way (`….json.corrupt`, replacing an older
+    /// one), so it is neither loaded nor mistaken for a live endpoint's again.
+    pub fn set_aside(&self, name: &str) -> Result<PathBuf> {
+        let path = self.path(name);
+        let mut aside = path.clone().into_os_string();
+        aside.push(SET_ASIDE);
+        let aside = PathBuf::from(aside);
+        std::fs::rename(&path, &aside).map_err(|source| RegistryError::Io {
+            what: "setting aside",
+            path,
+            source,
+        })?;
+        self.sync()?;
+        Ok(aside)
+    }
+
+    /// Names of the endpoints that have a record. An unreadable directory is an error,
+    /// not an empty registry: the agent would take every live endpoint for an orphan.
+    pub fn names(&self) -> Result<Vec<String>> {
+        Ok(self
+            .files()?
+            .into_iter()
+            .filter_map(|file| Some(file.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?.to_string()))
+            .collect())
+    }
+
+    /// Remove the temporary files of record writes a crash interrupted before their
+    /// rename: the record they were to replace (if any) is still whole. Returns how many.
+    pub fn remove_interrupted_writes(&self) -> Result<usize> {
+        let tmp_suffix = format!("{SUFFIX}{}", durable::TMP_SUFFIX);
+        let leftovers: Vec<String> = self
+            .files()?
+            .into_iter()
+            .filter(|file| file.starts_with(PREFIX) && file.ends_with(&tmp_suffix))
+            .collect();
+        for file in &leftovers {
+            durable::remove(&self.dir.join(file))?;
+        }
+        if !leftovers.is_empty() {
+            self.sync()?;
+        }
+        Ok(leftovers.len())
+    }
+
+    fn files(&self) -> Result<Vec<String>> {
+        let io = |source| RegistryError::Io {
+            what: "listing",
+            path: self.dir.clone(),
+            source,
         };
-        entries
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter_map(|file| {
-                let name = file.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
-                Some(name.to_string())
-            })
-            .collect()
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(io)? {
+            // Names that are not UTF-8 are no record of ours.
+            if let Ok(name) = entry.map_err(io)?.file_name().into_string() {
+                files.push(name);
+            }
+        }
+        Ok(files)
     }
 }

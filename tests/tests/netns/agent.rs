@@ -240,17 +240,20 @@ fn a_corrupt_registry_is_rebuilt_from_the_pinned_endpoints() {
     let before = node.agent().endpoints();
     node.stop_agent();
 
-    // Cut in half, as a writer without fsync + rename can leave it after a crash.
+    // The whole-file registry of an earlier agent (beside the per-endpoint records it
+    // also kept), cut in half, as a writer without fsync + rename could leave it after a
+    // crash: the upgrade rebuilds it from the records of the pinned endpoints.
     let file = node.dirs.state_dir().join("endpoints.json");
-    let bytes = std::fs::read(&file).unwrap();
+    let bytes = serde_json::to_vec_pretty(&json!({ "endpoints": before })).unwrap();
     std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
     node.restart_agent();
 
     let log = node.agent().log_text();
     assert!(
-        log.contains("the endpoint registry is corrupt"),
+        log.contains("the endpoint registry file is corrupt"),
         "the agent did not say so:\n{log}"
     );
+    assert!(!file.exists(), "the registry file outlived its upgrade");
     assert_eq!(
         node.agent().endpoints(),
         before,
