@@ -129,10 +129,9 @@ pub struct EndpointSpec<'a> {
 /// grace period under the rtnl lock — happens outside it.
 pub struct Datapath {
     pins: PinLayout,
-    /// The loaded object, kept for the programs aya loaded (never touched again). The
-    /// programs find the pod from the packet, so they serve every attachment and are
-    /// loaded and verified once.
-    _object: Mutex<aya::Ebpf>,
+    /// The programs, loaded and verified once: they find the pod from the packet, so
+    /// they serve every attachment. Only their fds are kept, not the object they came
+    /// from.
     programs: loader::Programs,
     maps: Mutex<Maps>,
 }
@@ -173,9 +172,12 @@ impl Datapath {
                 name: "NK_REMOTE_ROUTES",
                 source,
             })?;
+        // What else the object holds (the programs' instructions, aya's own fds of the
+        // programs whose fds `programs` duplicated) is not needed again.
+        drop(ebpf);
+        release_freed_memory();
         Ok(Datapath {
             pins,
-            _object: Mutex::new(ebpf),
             programs,
             maps: Mutex::new(Maps {
                 endpoints,
@@ -355,6 +357,19 @@ impl Datapath {
                 Ok((*stat, per_cpu.iter().sum()))
             })
             .collect()
+    }
+}
+
+/// Hand the heap the agent freed back to the kernel. Loading parses the kernel's BTF
+/// (several MiB, in many small allocations) and copies the object; freed, that memory
+/// stays in the process as free heap unless trimmed, and would be most of the agent's
+/// resident size.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it touches no
+    // live allocation and is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
