@@ -170,7 +170,7 @@ impl Agent {
             ready: true,
             version: env!("CARGO_PKG_VERSION").to_string(),
             endpoints: self.endpoint_count(),
-            mapped_addresses: self.datapath.mapped_addresses().len(),
+            mapped_addresses: self.datapath.mapped_count(),
             translation_check: self.datapath.translation_check(),
             pod_cidrs: self.pools.iter().map(|p| p.to_string()).collect(),
             uplink: self.uplink.clone(),
@@ -180,7 +180,7 @@ impl Agent {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
-            remote_routes: self.datapath.entries().len(),
+            remote_routes: self.datapath.remote_route_count(),
         }
     }
 
@@ -527,6 +527,8 @@ mod tests {
         mapped: BTreeMap<[u8; 16], u32>,
         pins: BTreeSet<String>,
         fail_program: bool,
+        /// Walks of a whole map (reconciliation's, never a request's).
+        walks: usize,
     }
 
     impl FakeDatapath {
@@ -537,6 +539,7 @@ mod tests {
 
     impl crate::routing::RouteMap for FakeDatapath {
         fn entries(&self) -> Vec<(IpNetwork, IpAddr)> {
+            self.with().walks += 1;
             Vec::new()
         }
         fn set(&self, _: IpNetwork, _: IpAddr) -> Result<(), String> {
@@ -569,11 +572,18 @@ mod tests {
             Ok(())
         }
         fn mapped_addresses(&self) -> Vec<EndpointKey> {
-            self.with()
-                .mapped
+            let mut s = self.with();
+            s.walks += 1;
+            s.mapped
                 .keys()
                 .map(|addr| EndpointKey { addr: *addr })
                 .collect()
+        }
+        fn mapped_count(&self) -> usize {
+            self.with().mapped.len()
+        }
+        fn remote_route_count(&self) -> usize {
+            0
         }
         fn unmap(&self, key: &EndpointKey) -> datapath::Result<()> {
             self.with().mapped.remove(&key.addr);
@@ -702,6 +712,21 @@ mod tests {
         assert!(!s.pins.contains("orphan"));
         assert_eq!(s.mapped.len(), 2, "c2's two addresses stay, the rest go");
         assert!(s.mapped.values().all(|i| *i == 12));
+    }
+
+    #[test]
+    fn requests_walk_no_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, fake) = agent(dir.path(), &[("nk1", 11), ("nk2", 12)]);
+        agent.add_endpoint(add("c1", "nk1", 11)).unwrap();
+        agent.add_endpoint(add("c2", "nk2", 12)).unwrap();
+        let status = agent.status();
+        assert_eq!((status.endpoints, status.mapped_addresses), (2, 4));
+        agent.del_endpoint(&id("c1", "eth0")).unwrap();
+        assert_eq!(agent.status().mapped_addresses, 2);
+        assert_eq!(fake.with().walks, 0);
+        agent.reconcile(false);
+        assert!(fake.with().walks > 0, "reconciliation does walk the map");
     }
 
     #[test]

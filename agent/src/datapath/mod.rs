@@ -71,8 +71,12 @@ pub trait DatapathOps: crate::routing::RouteMap + Send + Sync {
     fn program_endpoint(&self, spec: &EndpointSpec<'_>) -> Result<Vec<String>>;
     /// Unmap the addresses and unpin the endpoint's links; idempotent.
     fn remove_endpoint(&self, pin_name: &str, addresses: &[IpAddr]) -> Result<()>;
-    /// Addresses in the endpoint map.
+    /// Addresses in the endpoint map (a walk of the map: for reconciliation).
     fn mapped_addresses(&self) -> Vec<EndpointKey>;
+    /// How many addresses the endpoint map holds, without walking it (for status).
+    fn mapped_count(&self) -> usize;
+    /// How many pod CIDRs the remote-route map holds, without walking it (for status).
+    fn remote_route_count(&self) -> usize;
     /// Delete one endpoint-map entry; idempotent.
     fn unmap(&self, key: &EndpointKey) -> Result<()>;
     /// Names of the endpoint pin directories.
@@ -92,6 +96,12 @@ impl DatapathOps for Datapath {
     }
     fn mapped_addresses(&self) -> Vec<EndpointKey> {
         Datapath::mapped_addresses(self)
+    }
+    fn mapped_count(&self) -> usize {
+        Datapath::mapped_count(self)
+    }
+    fn remote_route_count(&self) -> usize {
+        Datapath::remote_route_count(self)
     }
     fn unmap(&self, key: &EndpointKey) -> Result<()> {
         Datapath::unmap(self, key)
@@ -138,7 +148,11 @@ pub struct Datapath {
 
 struct Maps {
     endpoints: BpfHashMap<MapData, EndpointKey, EndpointValue>,
+    /// Entries in `endpoints` and `remote_routes`: counted once at open, then kept as the
+    /// agent (the maps' only writer) adds and deletes them, so status walks no map.
+    endpoint_entries: usize,
     remote_routes: LpmTrie<MapData, RouteAddr, RemoteRoute>,
+    remote_route_entries: usize,
     stats: PerCpuArray<MapData, u64>,
 }
 
@@ -175,13 +189,17 @@ impl Datapath {
         // What else the object holds (the programs' instructions, aya's own fds of the
         // programs whose fds `programs` duplicated) is not needed again.
         drop(ebpf);
+        let endpoint_entries = endpoints.keys().filter(|k| k.is_ok()).count();
+        let remote_route_entries = remote_routes.keys().filter(|k| k.is_ok()).count();
         release_freed_memory();
         Ok(Datapath {
             pins,
             programs,
             maps: Mutex::new(Maps {
                 endpoints,
+                endpoint_entries,
                 remote_routes,
+                remote_route_entries,
                 stats,
             }),
         })
@@ -236,12 +254,7 @@ impl Datapath {
         {
             let mut maps = self.maps();
             for addr in spec.addresses {
-                maps.endpoints
-                    .insert(endpoint_key(addr), value, 0)
-                    .map_err(|source| DatapathError::Map {
-                        name: "NK_ENDPOINTS",
-                        source,
-                    })?;
+                maps.map_address(&endpoint_key(addr), value)?;
             }
         }
         let dir = self.pins.endpoint_dir(spec.pin_name);
@@ -281,7 +294,7 @@ impl Datapath {
         }
     }
 
-    /// Addresses in the endpoint map (for reconciliation).
+    /// Addresses in the endpoint map (for reconciliation: a walk of the whole map).
     pub fn mapped_addresses(&self) -> Vec<EndpointKey> {
         self.maps()
             .endpoints
@@ -290,10 +303,19 @@ impl Datapath {
             .collect()
     }
 
+    /// How many addresses the endpoint map holds, without walking it.
+    pub fn mapped_count(&self) -> usize {
+        self.maps().endpoint_entries
+    }
+
     /// Delete one endpoint-map entry. A missing entry is fine: removal is idempotent.
     pub fn unmap(&self, key: &EndpointKey) -> Result<()> {
-        match self.maps().endpoints.remove(key) {
-            Ok(()) => Ok(()),
+        let mut maps = self.maps();
+        match maps.endpoints.remove(key) {
+            Ok(()) => {
+                maps.endpoint_entries = maps.endpoint_entries.saturating_sub(1);
+                Ok(())
+            }
             Err(e) if is_not_found(&e) => Ok(()),
             Err(source) => Err(DatapathError::Map {
                 name: "NK_ENDPOINTS",
@@ -307,19 +329,33 @@ impl Datapath {
         let value = RemoteRoute {
             node: endpoint_key(&node).addr,
         };
-        self.maps()
-            .remote_routes
-            .insert(&route_key(cidr), value, 0)
-            .map_err(|source| DatapathError::Map {
-                name: "NK_REMOTE_ROUTES",
-                source,
-            })
+        let failed = |source| DatapathError::Map {
+            name: "NK_REMOTE_ROUTES",
+            source,
+        };
+        let key = route_key(cidr);
+        let mut maps = self.maps();
+        match maps.remote_routes.insert(&key, value, BPF_NOEXIST) {
+            Ok(()) => {
+                maps.remote_route_entries += 1;
+                Ok(())
+            }
+            Err(e) if errno_of(&e) == Some(libc::EEXIST) => maps
+                .remote_routes
+                .insert(&key, value, BPF_ANY)
+                .map_err(failed),
+            Err(e) => Err(failed(e)),
+        }
     }
 
     /// Stop routing `cidr` on the fast path. A missing entry is fine.
     pub fn remove_remote_route(&self, cidr: IpNetwork) -> Result<()> {
-        match self.maps().remote_routes.remove(&route_key(cidr)) {
-            Ok(()) => Ok(()),
+        let mut maps = self.maps();
+        match maps.remote_routes.remove(&route_key(cidr)) {
+            Ok(()) => {
+                maps.remote_route_entries = maps.remote_route_entries.saturating_sub(1);
+                Ok(())
+            }
             Err(e) if is_not_found(&e) => Ok(()),
             Err(source) => Err(DatapathError::Map {
                 name: "NK_REMOTE_ROUTES",
@@ -328,7 +364,13 @@ impl Datapath {
         }
     }
 
-    /// The remote pod CIDRs in the map, with their nodes.
+    /// How many remote pod CIDRs the map holds, without walking it.
+    pub fn remote_route_count(&self) -> usize {
+        self.maps().remote_route_entries
+    }
+
+    /// The remote pod CIDRs in the map, with their nodes (a walk of the whole map: for
+    /// reconciliation).
     pub fn remote_routes(&self) -> Vec<(IpNetwork, IpAddr)> {
         self.maps()
             .remote_routes
@@ -360,6 +402,38 @@ impl Datapath {
     }
 }
 
+impl Maps {
+    /// Add or replace the entry for `key`, counting it when it is new: the insert is
+    /// tried as `BPF_NOEXIST` first, and an `EEXIST` makes it an update.
+    fn map_address(&mut self, key: &EndpointKey, value: EndpointValue) -> Result<()> {
+        let failed = |source| DatapathError::Map {
+            name: "NK_ENDPOINTS",
+            source,
+        };
+        match self.endpoints.insert(key, value, BPF_NOEXIST) {
+            Ok(()) => {
+                self.endpoint_entries += 1;
+                Ok(())
+            }
+            Err(e) if errno_of(&e) == Some(libc::EEXIST) => {
+                self.endpoints.insert(key, value, BPF_ANY).map_err(failed)
+            }
+            Err(e) => Err(failed(e)),
+        }
+    }
+}
+
+/// `BPF_MAP_UPDATE_ELEM` flags: create or update, create only.
+const BPF_ANY: u64 = 0;
+const BPF_NOEXIST: u64 = 1;
+
+fn errno_of(e: &aya::maps::MapError) -> Option<i32> {
+    match e {
+        aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error(),
+        _ => None,
+    }
+}
+
 /// Hand the heap the agent freed back to the kernel. Loading parses the kernel's BTF
 /// (several MiB, in many small allocations) and copies the object; freed, that memory
 /// stays in the process as free heap unless trimmed, and would be most of the agent's
@@ -377,8 +451,7 @@ fn release_freed_memory() {
 fn is_not_found(e: &aya::maps::MapError) -> bool {
     match e {
         aya::maps::MapError::KeyNotFound => true,
-        aya::maps::MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(libc::ENOENT),
-        _ => false,
+        _ => errno_of(e) == Some(libc::ENOENT),
     }
 }
 
