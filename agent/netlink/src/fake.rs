@@ -138,6 +138,9 @@ pub struct FakeKernel {
     pub changes: usize,
     /// Every change, named.
     pub log: Vec<String>,
+    /// The namespace of every route dump asked for ([`Kernel::routes`],
+    /// [`Kernel::owned_routes`]): callers on a hot path must not read the whole table.
+    pub route_dumps: Vec<Ns>,
     next_index: u32,
 }
 
@@ -162,6 +165,7 @@ impl FakeKernel {
             fail_at: None,
             changes: 0,
             log: Vec::new(),
+            route_dumps: Vec::new(),
             next_index: 1,
         };
         let lo = k.new_link("lo", 65_536, true);
@@ -512,6 +516,7 @@ impl Kernel for FakeKernel {
     }
 
     fn routes(&mut self, ns: Ns) -> KernelResult<Vec<Route>> {
+        self.route_dumps.push(ns);
         Ok(self
             .ns(ns)?
             .all_routes()
@@ -570,7 +575,25 @@ impl Kernel for FakeKernel {
         Ok(())
     }
 
+    fn route_get(&mut self, ns: Ns, dst: IpAddr) -> KernelResult<Option<Route>> {
+        // The main table's most specific route covering `dst`, answered as the kernel
+        // does: for `dst` itself, with the route's next hop and device.
+        let best = self
+            .ns(ns)?
+            .all_routes()
+            .filter(|(o, r)| o.table == RT_TABLE_MAIN && covers(r, dst))
+            .max_by_key(|(_, r)| r.prefix)
+            .map(|(_, r)| r.clone());
+        Ok(best.map(|r| Route {
+            dst,
+            prefix: if dst.is_ipv4() { 32 } else { 128 },
+            onlink: false,
+            ..r
+        }))
+    }
+
     fn owned_routes(&mut self, ns: Ns, owner: RouteOwner) -> KernelResult<Vec<Route>> {
+        self.route_dumps.push(ns);
         Ok(self
             .ns(ns)?
             .all_routes()
@@ -671,6 +694,22 @@ impl Kernel for FakeKernel {
 
 /// The kernel's refusals for a new entry: no such link, a managed entry that is
 /// also permanent.
+/// Whether `route`'s prefix holds `addr` (of the same family).
+fn covers(route: &Route, addr: IpAddr) -> bool {
+    let bits = |a: IpAddr| match a {
+        IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, 32),
+        IpAddr::V6(v6) => (u128::from(v6), 128),
+    };
+    let ((net, width), (host, host_width)) = (bits(route.dst), bits(addr));
+    if width != host_width || u32::from(route.prefix) > width {
+        return false;
+    }
+    let mask = u128::MAX
+        .checked_shl(128 - u32::from(route.prefix))
+        .unwrap_or(0);
+    net & mask == host & mask
+}
+
 fn check_entry(ns: &FakeNs, entry: &NeighbourEntry, op: &str) -> KernelResult<()> {
     if !ns.links.contains_key(&entry.ifindex) {
         return Err(KernelError::from_errno(op, libc::ENODEV));
@@ -716,8 +755,37 @@ mod tests {
         let mut k = FakeKernel::new();
         let link = default_route_link(&mut k, Ns::Host).unwrap().unwrap();
         assert_eq!((link.name.as_str(), link.mtu), ("eth0", UPLINK_MTU));
+        assert!(k.route_dumps.is_empty(), "found by route gets, not a dump");
         k.host.routes.clear();
         assert_eq!(default_route_link(&mut k, Ns::Host).unwrap(), None);
+        // Without an IPv4 way out, the IPv6 one.
+        let eth1 = k.add_host_link("eth1", None);
+        k.host.routes.push(route("::", 0, "fe80::1", eth1));
+        let link = default_route_link(&mut k, Ns::Host).unwrap().unwrap();
+        assert_eq!(link.name, "eth1");
+    }
+
+    #[test]
+    fn a_route_get_takes_the_most_specific_route() {
+        let mut k = FakeKernel::new();
+        let eth0 = uplink(&mut k);
+        let pod = k.add_host_link("nk1", None);
+        k.host.routes.push(route("10.9.0.0", 16, "192.0.2.9", eth0));
+        let mut host = route("10.9.0.5", 32, "192.0.2.9", pod);
+        host.gateway = None;
+        k.host.routes.push(host);
+        let get = |k: &mut FakeKernel, dst: &str| {
+            k.route_get(Ns::Host, dst.parse().unwrap())
+                .unwrap()
+                .map(|r| (r.prefix, r.oif))
+        };
+        assert_eq!(get(&mut k, "10.9.0.5"), Some((32, Some(pod))));
+        assert_eq!(get(&mut k, "10.9.0.6"), Some((32, Some(eth0))));
+        assert_eq!(get(&mut k, "8.8.8.8"), Some((32, Some(eth0))));
+        assert_eq!(get(&mut k, "fd00::1"), None, "no IPv6 route at all");
+        assert!(k.route_dumps.is_empty());
+        k.routes(Ns::Host).unwrap();
+        assert_eq!(k.route_dumps, [Ns::Host]);
     }
 
     #[test]

@@ -69,8 +69,13 @@ pub trait Kernel {
     /// Add a main-table route, `proto static` ([`RouteOwner::MAIN_STATIC`]).
     fn add_route(&mut self, ns: Ns, route: &Route) -> KernelResult<()>;
 
-    /// Main-table unicast routes of both families, whoever owns them.
+    /// Main-table unicast routes of both families, whoever owns them (a dump: its cost
+    /// grows with the table, which holds a route per pod on a node).
     fn routes(&mut self, ns: Ns) -> KernelResult<Vec<Route>>;
+
+    /// The route the kernel would send traffic to `dst` by, `None` when `dst` cannot be
+    /// reached (see [`route::get`]).
+    fn route_get(&mut self, ns: Ns, dst: IpAddr) -> KernelResult<Option<Route>>;
 
     /// Add `route` to `owner`'s table with `owner`'s protocol; `EEXIST` when the table
     /// has a route to that prefix already.
@@ -114,11 +119,13 @@ pub trait Kernel {
     fn set_sysctl(&mut self, key: &str, value: &str) -> KernelResult<()>;
 }
 
-/// The device that carries `ns`'s default route (IPv4 first), if any; the blocking twin
-/// of [`route::default_route_link`], with the same decision ([`route::default_route_oif`]).
+/// The device traffic leaving `ns` takes (IPv4 first), if any: the blocking twin of
+/// [`route::default_route_link`], with the same questions ([`route::OUTSIDE`]).
 pub fn default_route_link(kernel: &mut dyn Kernel, ns: Ns) -> KernelResult<Option<Link>> {
-    match route::default_route_oif(&kernel.routes(ns)?) {
-        Some(index) => kernel.link_by_index(ns, index),
-        None => Ok(None),
+    for outside in route::OUTSIDE {
+        if let Some(oif) = kernel.route_get(ns, outside)?.and_then(|r| r.oif) {
+            return kernel.link_by_index(ns, oif);
+        }
     }
+    Ok(None)
 }

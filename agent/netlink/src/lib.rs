@@ -4,7 +4,8 @@
 //!   [`rtnetlink::Handle`] (get one from [`connect`], or [`connect_in`] another
 //!   namespace) plus the pure functions that
 //!   build and decode its messages: [`link`] (with netkit/veth [`link::Pair`]s),
-//!   [`address`], [`route`] (table and protocol: [`route::RouteOwner`]), [`neighbour`]
+//!   [`address`], [`route`] (table and protocol: [`route::RouteOwner`]; one
+//!   destination's route, without a dump: [`route::get`]), [`neighbour`]
 //!   (static and managed entries), [`sysctl`].
 //! - [`netns`]: network namespaces opened and entered without moving a shared thread;
 //!   only sockets are made in another namespace, never a tokio runtime.

@@ -1,5 +1,6 @@
-//! Routes: unicast routes of both families in any table, owned by a protocol number, and
-//! the one answer to "which device carries the default route".
+//! Routes: unicast routes of both families in any table, owned by a protocol number, the
+//! kernel's route to one destination ([`get`], what `ip route get` asks), and the one
+//! answer to "which device carries the default route".
 //!
 //! A route's table and protocol together say whose it is ([`RouteOwner`]): the plugin's
 //! routes are `ip route add`'s default (main table, `proto static`); the agent installs
@@ -214,22 +215,72 @@ pub async fn list_main(handle: &Handle) -> KernelResult<Vec<Route>> {
         .collect())
 }
 
-/// The output device of the default route among `routes` (main-table routes), IPv4
-/// first; `None` when there is no default route with a device.
-pub fn default_route_oif(routes: &[Route]) -> Option<u32> {
-    routes
-        .iter()
-        .filter(|r| r.prefix == 0 && r.oif.is_some())
-        .min_by_key(|r| r.dst.is_ipv6())
-        .and_then(|r| r.oif)
+/// The `RTM_GETROUTE` body asking for the route to `dst` alone: a destination attribute
+/// with a full-length prefix, so the kernel answers with one route instead of a dump.
+/// The header is otherwise zero, as the kernel's strict checking of get requests wants.
+pub fn get_message(dst: IpAddr) -> RouteMessage {
+    let mut msg = RouteMessage::default();
+    let (family, prefix, attr) = match dst {
+        IpAddr::V4(a) => (AddressFamily::Inet, 32, RouteAddress::Inet(a)),
+        IpAddr::V6(a) => (AddressFamily::Inet6, 128, RouteAddress::Inet6(a)),
+    };
+    msg.header.address_family = family;
+    msg.header.destination_prefix_length = prefix;
+    msg.attributes.push(RouteAttribute::Destination(attr));
+    msg
 }
 
-/// The device that carries the default route (see [`default_route_oif`]).
-pub async fn default_route_link(handle: &Handle) -> KernelResult<Option<Link>> {
-    match default_route_oif(&list_main(handle).await?) {
-        Some(index) => link::by_index(handle, index).await,
-        None => Ok(None),
+/// The route the kernel would send traffic to `dst` by (`ip route get`): the next hop
+/// and the output device it resolves to, whichever table, rule or multipath choice gave
+/// them. One request and one answer, whatever the size of the routing table. `None`
+/// when `dst` cannot be reached: no route (`ENETUNREACH`), or an `unreachable`,
+/// `prohibit` or `blackhole` one (`EHOSTUNREACH`, `EACCES`, `EINVAL`).
+pub async fn get(handle: &Handle, dst: IpAddr) -> KernelResult<Option<Route>> {
+    let op = || format!("get the route to {dst}");
+    let answer: Result<Vec<RouteMessage>, _> = handle
+        .route()
+        .get(get_message(dst))
+        .execute()
+        .try_collect()
+        .await;
+    match answer {
+        Ok(messages) => Ok(messages.into_iter().find_map(decode).map(|(_, r)| r)),
+        Err(e) => {
+            let e = KernelError::from_netlink(op(), e);
+            let unreachable = [
+                libc::ENETUNREACH,
+                libc::EHOSTUNREACH,
+                libc::EACCES,
+                libc::EINVAL,
+            ];
+            if unreachable.iter().any(|errno| e.is(*errno)) {
+                Ok(None)
+            } else {
+                Err(e)
+            }
+        }
     }
+}
+
+/// Destinations that stand for "off the node": public anycast addresses (Cloudflare's
+/// resolvers) no node routes specially, so the kernel's route to them is the way out —
+/// the default route on most nodes, or whatever more specific route covers them.
+pub const OUTSIDE: [IpAddr; 2] = [
+    IpAddr::V4(Ipv4Addr::new(1, 1, 1, 1)),
+    IpAddr::V6(Ipv6Addr::new(0x2606, 0x4700, 0x4700, 0, 0, 0, 0, 0x1111)),
+];
+
+/// The device traffic leaving the node takes, IPv4 first ([`OUTSIDE`]): the device of
+/// the default route, asked of the kernel with a route get per family rather than by
+/// reading the routing table, which holds a route per pod. `None` when neither family
+/// has a way out.
+pub async fn default_route_link(handle: &Handle) -> KernelResult<Option<Link>> {
+    for outside in OUTSIDE {
+        if let Some(oif) = get(handle, outside).await?.and_then(|r| r.oif) {
+            return link::by_index(handle, oif).await;
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -324,19 +375,25 @@ mod tests {
     }
 
     #[test]
-    fn the_default_route_device_prefers_ipv4() {
-        let routes = [
-            route("10.0.0.0", 8, None, Some(9)),
-            route("::", 0, Some("fe80::1"), Some(4)),
-            route("0.0.0.0", 0, Some("192.0.2.1"), Some(2)),
-        ];
-        assert_eq!(default_route_oif(&routes), Some(2));
-        assert_eq!(default_route_oif(&routes[..2]), Some(4));
-        assert_eq!(default_route_oif(&routes[..1]), None);
-        // A default route without a device (multipath) names none.
-        assert_eq!(
-            default_route_oif(&[route("0.0.0.0", 0, Some("192.0.2.1"), None)]),
-            None
-        );
+    fn a_route_get_names_one_destination_and_asks_for_no_dump() {
+        for (dst, family, prefix) in [
+            ("1.1.1.1", AddressFamily::Inet, 32),
+            ("2606:4700:4700::1111", AddressFamily::Inet6, 128),
+        ] {
+            let msg = get_message(dst.parse().unwrap());
+            assert_eq!(msg.header.address_family, family);
+            assert_eq!(msg.header.destination_prefix_length, prefix);
+            // rtnetlink sends a get with a destination without NLM_F_DUMP.
+            assert!(
+                msg.attributes
+                    .iter()
+                    .any(|a| matches!(a, RouteAttribute::Destination(_)))
+            );
+            assert_eq!(
+                (msg.header.table, msg.header.flags),
+                (0, RouteFlags::empty())
+            );
+        }
+        assert_eq!(OUTSIDE.map(|a| a.is_ipv4()), [true, false]);
     }
 }

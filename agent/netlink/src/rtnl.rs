@@ -168,6 +168,10 @@ impl Kernel for RtKernel {
         self.run(ns, |h| async move { route::list_main(&h).await })
     }
 
+    fn route_get(&mut self, ns: Ns, dst: IpAddr) -> KernelResult<Option<Route>> {
+        self.run(ns, |h| async move { route::get(&h, dst).await })
+    }
+
     fn add_owned_route(&mut self, ns: Ns, owner: RouteOwner, route: &Route) -> KernelResult<()> {
         self.run(ns, |h| async move { route::add(&h, owner, route).await })
     }

@@ -248,3 +248,40 @@ fn async_callers_delete_links_by_index_and_find_the_default_route() {
             .any(|l| l == "x0" || l == "x1")
     );
 }
+
+#[test]
+fn a_route_get_answers_as_ip_route_get_does() {
+    let (a, _b, v0, _) = joined();
+    let mut k = RtKernel::in_netns(a.path()).expect("netlink");
+    let get = |k: &mut RtKernel, dst: &str| k.route_get(Ns::Host, ip(dst)).unwrap();
+
+    // On the link: no gateway, out of v0.
+    let on_link = get(&mut k, "192.0.2.7").expect("a route on the link");
+    assert_eq!((on_link.gateway, on_link.oif), (None, Some(v0)));
+    // No way out yet: neither family reaches the outside, and nothing names the uplink.
+    for outside in route::OUTSIDE {
+        assert_eq!(k.route_get(Ns::Host, outside).unwrap(), None, "{outside}");
+    }
+    assert_eq!(
+        netkit_netlink::default_route_link(&mut k, Ns::Host).unwrap(),
+        None
+    );
+
+    // An IPv6 default route alone names v0; then an IPv4 one is asked first.
+    a.ip("-6 route add default via fd00:6e6b:ff::2 dev v0");
+    let uplink = netkit_netlink::default_route_link(&mut k, Ns::Host).unwrap();
+    assert_eq!(uplink.map(|l| l.index), Some(v0));
+    a.ip("route add default via 192.0.2.2 dev v0");
+    let out = get(&mut k, "1.1.1.1").expect("the default route");
+    assert_eq!((out.gateway, out.oif), (Some(ip("192.0.2.2")), Some(v0)));
+    let out6 = get(&mut k, "2606:4700:4700::1111").expect("the IPv6 default route");
+    assert_eq!(out6.gateway, Some(ip("fd00:6e6b:ff::2")));
+
+    // Unreachable, prohibit and blackhole routes are no way out.
+    a.ip("route add unreachable 198.51.100.0/26");
+    a.ip("route add prohibit 198.51.100.64/26");
+    a.ip("route add blackhole 198.51.100.128/26");
+    for dst in ["198.51.100.1", "198.51.100.65", "198.51.100.129"] {
+        assert_eq!(get(&mut k, dst), None, "{dst}");
+    }
+}
