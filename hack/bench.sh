@@ -13,12 +13,17 @@
 #  4. the agent: RSS and CPU idle and with 1,000 endpoints, request-to-ack time, and the
 #     verifier's processed-instruction count per program.
 #
-#   hack/bench.sh [--rcu-expedited] [PODS]        on this kernel (default 40 sequential pods)
-#   hack/bench.sh --vm [--rcu-expedited] [PODS]   inside the netkit VM (TCG: absolute figures
-#                                                 are emulation-bound, read the ratios)
+#   hack/bench.sh [--rcu-expedited] [--only PARTS] [PODS]       on this kernel (default 40
+#                                                               sequential pods)
+#   hack/bench.sh --vm [--rcu-expedited] [--only PARTS] [PODS]  inside the netkit VM (TCG:
+#                                                 absolute figures are emulation-bound, read
+#                                                 the ratios)
 #
 #   --rcu-expedited   set /sys/kernel/rcu_expedited to 1 for the run (restored on exit); the
 #                     header always prints the state the run had.
+#   --only PARTS      run and print only these of the four tables, comma-separated: pods (1),
+#                     datapath (2), crossnode (3), agent (4). `--only agent` fills the node
+#                     to NETKIT_BENCH_ENDPOINTS pods and measures the agent, nothing else.
 #
 # Knobs (environment; the header prints the values used):
 #   NETKIT_BENCH_SECS       seconds per datapath test and per idle-CPU sample (default 5)
@@ -26,6 +31,8 @@
 #   NETKIT_BENCH_GROW       pods already on the node for the growth figure (default 500)
 #   NETKIT_BENCH_ENDPOINTS  endpoints for the agent's RSS/CPU under load (default 1000)
 #   NETKIT_BENCH_SAMPLE     ADDs timed at each growth point (default 20)
+#   NETKIT_BENCH_BIN        a directory with netkit-cni and netkit-agent to measure instead of
+#                           building release binaries from this tree (to compare two builds)
 # In the VM the defaults are smaller (20 pods, burst 50, grow 200, 300 endpoints, sample 10).
 #
 # Everything runs in network namespaces the script creates (named nkbench<PID>-*), with its
@@ -44,22 +51,42 @@ usage() {
 VM=0
 RCU_SET=0
 PODS=""
-for arg in "$@"; do
-    case "$arg" in
+ONLY=""
+while [ $# -gt 0 ]; do
+    case "$1" in
     --vm) VM=1 ;;
     --rcu-expedited) RCU_SET=1 ;;
+    --only)
+        [ $# -ge 2 ] || { echo "bench: --only needs a list of parts" >&2 && usage; }
+        ONLY="$2"
+        shift
+        ;;
     -h | --help) usage ;;
-    *[!0-9]* | "") echo "bench: unknown argument '$arg'" >&2 && usage ;;
-    *) PODS="$arg" ;;
+    *[!0-9]* | "") echo "bench: unknown argument '$1'" >&2 && usage ;;
+    *) PODS="$1" ;;
+    esac
+    shift
+done
+PARTS="${ONLY:-pods,datapath,crossnode,agent}"
+for part in ${PARTS//,/ }; do
+    case "$part" in
+    pods | datapath | crossnode | agent) ;;
+    *) echo "bench: unknown part '$part' (pods, datapath, crossnode, agent)" >&2 && usage ;;
     esac
 done
+# want PART: whether this run measures PART.
+want() { case ",$PARTS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ -z "${NETKIT_VM_GUEST:-}" ]; then
-    echo "bench: building release binaries" >&2
-    (cd "$REPO" && cargo build --release --bins -p netkit-cni -p netkit-agent >/dev/null 2>&1) ||
-        { echo "bench: cargo build --release failed" >&2; exit 1; }
-    BIN="$REPO/target/release"
+    if [ -n "${NETKIT_BENCH_BIN:-}" ]; then
+        BIN="$(cd "$NETKIT_BENCH_BIN" && pwd)"
+    else
+        echo "bench: building release binaries" >&2
+        (cd "$REPO" && cargo build --release --bins -p netkit-cni -p netkit-agent >/dev/null 2>&1) ||
+            { echo "bench: cargo build --release failed" >&2; exit 1; }
+        BIN="$REPO/target/release"
+    fi
     BPFTOOL_BIN="$REPO/target/bench/nk-bench-bpf"
     mkdir -p "$(dirname "$BPFTOOL_BIN")"
     if command -v cc >/dev/null; then
@@ -69,7 +96,9 @@ if [ -z "${NETKIT_VM_GUEST:-}" ]; then
         rm -f "$BPFTOOL_BIN"
     fi
     COMMIT="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-    if [ -n "$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+    if [ -n "${NETKIT_BENCH_BIN:-}" ]; then
+        COMMIT="binaries from $BIN (not built from $COMMIT)"
+    elif [ -n "$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
         COMMIT="$COMMIT + uncommitted changes"
     fi
     if [ "$VM" = 1 ]; then
@@ -88,6 +117,7 @@ if [ -z "${NETKIT_VM_GUEST:-}" ]; then
         done
         guest=(bench.sh)
         [ "$RCU_SET" = 1 ] && guest+=(--rcu-expedited)
+        [ -n "$ONLY" ] && guest+=(--only "$ONLY")
         [ -n "$PODS" ] && guest+=("$PODS")
         export NETKIT_VM_TIMEOUT="${NETKIT_VM_TIMEOUT:-5400}"
         exec "$REPO/hack/vm/run.sh" "${vmargs[@]}" -- "${guest[@]}"
@@ -366,36 +396,47 @@ grow_teardown() {
     echo 0 >"$RUN/$name.have"
 }
 
-seq_bench nk "$NK" "$RUN/nk.conf"
-seq_bench nkhl "$NK" "$RUN/nkhl.conf"
-seq_bench ptp "$PTP" "$RUN/ptp.conf"
-burst_bench nk "$NK" "$RUN/nk.conf"
-burst_bench nkhl "$NK" "$RUN/nkhl.conf"
-burst_bench ptp "$PTP" "$RUN/ptp.conf"
+if want pods; then
+    seq_bench nk "$NK" "$RUN/nk.conf"
+    seq_bench nkhl "$NK" "$RUN/nkhl.conf"
+    seq_bench ptp "$PTP" "$RUN/ptp.conf"
+    burst_bench nk "$NK" "$RUN/nk.conf"
+    burst_bench nkhl "$NK" "$RUN/nkhl.conf"
+    burst_bench ptp "$PTP" "$RUN/ptp.conf"
+fi
 
 # Growth, and the agent under ENDPOINTS endpoints (built-in IPAM from the /16).
-grow_to nk "$NK" "$RUN/nk.conf" "$FEW"
-grow_sample nk "$NK" "$RUN/nk.conf" "$FEW"
-grow_to nk "$NK" "$RUN/nk.conf" "$GROW"
-grow_sample nk "$NK" "$RUN/nk.conf" "$GROW"
-a_t_fill=$(agent_ticks)
-grow_to nk "$NK" "$RUN/nk.conf" "$ENDPOINTS"
-a_fill_ticks=$(($(agent_ticks) - a_t_fill))
-a_filled=$((ENDPOINTS - GROW))
-grow_sample nk "$NK" "$RUN/nk.conf" "$ENDPOINTS"
-say "agent idle with $ENDPOINTS endpoints for ${SECS}s"
-a_eps=$("$BIN/netkit-agent" endpoints --socket "$SOCK" --json | grep -c '"id"' || true)
-a_rss1=$(agent_rss_kib)
-t0=$(agent_ticks)
-sleep "$SECS"
-a_cpu1=$(awk -v d="$(($(agent_ticks) - t0))" -v hz="$CLK_TCK" -v s="$SECS" 'BEGIN {printf "%.2f", 100 * d / hz / s}')
-a_hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$AGENT_PID/status")
+if want pods || want agent; then
+    grow_to nk "$NK" "$RUN/nk.conf" "$FEW"
+    grow_sample nk "$NK" "$RUN/nk.conf" "$FEW"
+    [ -n "$MODE" ] || MODE="$(ip -d -n "$TAG-nk-g-1" -o link show dev eth0 | grep -o -w -E 'netkit|veth' | head -n1)"
+fi
+if want pods; then
+    grow_to nk "$NK" "$RUN/nk.conf" "$GROW"
+    grow_sample nk "$NK" "$RUN/nk.conf" "$GROW"
+fi
+if want agent; then
+    a_filled=$((ENDPOINTS - $(cat "$RUN/nk.have")))
+    a_t_fill=$(agent_ticks)
+    grow_to nk "$NK" "$RUN/nk.conf" "$ENDPOINTS"
+    a_fill_ticks=$(($(agent_ticks) - a_t_fill))
+    grow_sample nk "$NK" "$RUN/nk.conf" "$ENDPOINTS"
+    say "agent idle with $ENDPOINTS endpoints for ${SECS}s"
+    a_eps=$("$BIN/netkit-agent" endpoints --socket "$SOCK" --json | grep -c '"id"' || true)
+    a_rss1=$(agent_rss_kib)
+    t0=$(agent_ticks)
+    sleep "$SECS"
+    a_cpu1=$(awk -v d="$(($(agent_ticks) - t0))" -v hz="$CLK_TCK" -v s="$SECS" 'BEGIN {printf "%.2f", 100 * d / hz / s}')
+    a_hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$AGENT_PID/status")
+fi
 grow_teardown nk "$NK" "$RUN/nk.conf"
-grow_to ptp "$PTP" "$RUN/ptp.conf" "$FEW"
-grow_sample ptp "$PTP" "$RUN/ptp.conf" "$FEW"
-grow_to ptp "$PTP" "$RUN/ptp.conf" "$GROW"
-grow_sample ptp "$PTP" "$RUN/ptp.conf" "$GROW"
-grow_teardown ptp "$PTP" "$RUN/ptp.conf"
+if want pods; then
+    grow_to ptp "$PTP" "$RUN/ptp.conf" "$FEW"
+    grow_sample ptp "$PTP" "$RUN/ptp.conf" "$FEW"
+    grow_to ptp "$PTP" "$RUN/ptp.conf" "$GROW"
+    grow_sample ptp "$PTP" "$RUN/ptp.conf" "$GROW"
+    grow_teardown ptp "$PTP" "$RUN/ptp.conf"
+fi
 
 # The tables are collected and printed together at the end (in the VM, progress and tables
 # share the console); a run that fails halfway still prints what it has.
@@ -430,270 +471,282 @@ if [ -n "${NETKIT_VM_GUEST:-}" ]; then
 else
     echo "  machine load:   1-min load average $LOAD_START before the run's own work (other work shares these CPUs)"
 fi
+if [ -n "$ONLY" ]; then
+    echo "  parts:          $PARTS (--only)"
+fi
 echo "  sizes:          $PODS sequential pods, bursts of $BURST, growth $FEW -> $GROW pods ($SAMPLE ADDs timed at each), agent at $ENDPOINTS endpoints, ${SECS}s per datapath test"
 echo "  peers:          netkit-cni built-in IPAM (IPv4 + IPv6, the default), netkit-cni + host-local (IPv4),"
 echo "                  ptp + host-local (IPv4, containernetworking-plugins $REF); one CNI call = nsenter + plugin process"
 echo
 
-# --- table 1 -------------------------------------------------------------------------------
 row4() { printf '  %-44s %9s %9s %9s %9s\n' "$@"; }
-echo "1. Pod start/stop (ms; p99 = nearest rank, i.e. the slowest of $PODS)"
-row4 "sequential, $PODS pods each" "ADD p50" "ADD p99" "DEL p50" "DEL p99"
-declare -A A50 A99 D50 D99
-for n in nk nkhl ptp; do
-    A50[$n]=$(pct 50 "$RUN/$n.add"); A99[$n]=$(pct 99 "$RUN/$n.add")
-    D50[$n]=$(pct 50 "$RUN/$n.del"); D99[$n]=$(pct 99 "$RUN/$n.del")
-done
-label_nk="netkit-cni, built-in IPAM"
-label_nkhl="netkit-cni, host-local IPAM"
-label_ptp="ptp + host-local"
-row4 "$label_nk" "$(ms "${A50[nk]}")" "$(ms "${A99[nk]}")" "$(ms "${D50[nk]}")" "$(ms "${D99[nk]}")"
-ag="$RUN/agent.seq"
-agent_elapsed "$TAG-nk-s-" >"$ag"
-row4 "  of which the agent's own work (*)" "$(ms "$(pct 50 "$ag")")" "$(ms "$(pct 99 "$ag")")" "" ""
-row4 "$label_nkhl" "$(ms "${A50[nkhl]}")" "$(ms "${A99[nkhl]}")" "$(ms "${D50[nkhl]}")" "$(ms "${D99[nkhl]}")"
-row4 "$label_ptp" "$(ms "${A50[ptp]}")" "$(ms "${A99[ptp]}")" "$(ms "${D50[ptp]}")" "$(ms "${D99[ptp]}")"
-for n in nk nkhl; do
-    row4 "ratio netkit-cni $([ $n = nk ] && echo built-in || echo host-local) / ptp" \
-        "$(ratio "${A50[$n]}" "${A50[ptp]}")" "$(ratio "${A99[$n]}" "${A99[ptp]}")" \
-        "$(ratio "${D50[$n]}" "${D50[ptp]}")" "$(ratio "${D99[$n]}" "${D99[ptp]}")"
-done
-for n in nk nkhl ptp; do
-    l="label_$n"
-    row4 "ratio p99 / p50, ${!l}" "$(ratio "${A99[$n]}" "${A50[$n]}")" "" "$(ratio "${D99[$n]}" "${D50[$n]}")" ""
-done
-echo "    (*) elapsed_us of the agent's \"endpoint programmed\" log line for those ADDs: request parsed ->"
-echo "        endpoint attached, mapped and registered"
-if [ -s "$RUN/floor.attach" ]; then
-    F50=$(pct 50 "$RUN/floor.attach")
-    row4 "floor: one bare attach" "$(ms "$F50")" "$(ms "$(pct 99 "$RUN/floor.attach")")" "" ""
-    row4 "floor: release of that live link (close)" "" "" "$(ms "$(pct 50 "$RUN/floor.release")")" "$(ms "$(pct 99 "$RUN/floor.release")")"
-    echo "    (floor = $FLOOR_DESC, timed around the syscall by hack/bench/bpf.c)"
-    for n in nk nkhl; do
-        l="label_$n"
-        printf '  %-44s %9s   (ADD p50 - floor: %s ms)\n' \
-            "ratio netkit-cni $([ $n = nk ] && echo built-in || echo host-local) ADD p50 / floor" \
-            "$(ratio "${A50[$n]}" "$F50")" "$(ms $((${A50[$n]} - F50)))"
+
+# --- table 1 -------------------------------------------------------------------------------
+if want pods; then
+    echo "1. Pod start/stop (ms; p99 = nearest rank, i.e. the slowest of $PODS)"
+    row4 "sequential, $PODS pods each" "ADD p50" "ADD p99" "DEL p50" "DEL p99"
+    declare -A A50 A99 D50 D99
+    for n in nk nkhl ptp; do
+        A50[$n]=$(pct 50 "$RUN/$n.add"); A99[$n]=$(pct 99 "$RUN/$n.add")
+        D50[$n]=$(pct 50 "$RUN/$n.del"); D99[$n]=$(pct 99 "$RUN/$n.del")
     done
-else
-    F50=""
-    echo "  floor: $FLOOR_DESC"
+    label_nk="netkit-cni, built-in IPAM"
+    label_nkhl="netkit-cni, host-local IPAM"
+    label_ptp="ptp + host-local"
+    row4 "$label_nk" "$(ms "${A50[nk]}")" "$(ms "${A99[nk]}")" "$(ms "${D50[nk]}")" "$(ms "${D99[nk]}")"
+    ag="$RUN/agent.seq"
+    agent_elapsed "$TAG-nk-s-" >"$ag"
+    row4 "  of which the agent's own work (*)" "$(ms "$(pct 50 "$ag")")" "$(ms "$(pct 99 "$ag")")" "" ""
+    row4 "$label_nkhl" "$(ms "${A50[nkhl]}")" "$(ms "${A99[nkhl]}")" "$(ms "${D50[nkhl]}")" "$(ms "${D99[nkhl]}")"
+    row4 "$label_ptp" "$(ms "${A50[ptp]}")" "$(ms "${A99[ptp]}")" "$(ms "${D50[ptp]}")" "$(ms "${D99[ptp]}")"
+    for n in nk nkhl; do
+        row4 "ratio netkit-cni $([ $n = nk ] && echo built-in || echo host-local) / ptp" \
+            "$(ratio "${A50[$n]}" "${A50[ptp]}")" "$(ratio "${A99[$n]}" "${A99[ptp]}")" \
+            "$(ratio "${D50[$n]}" "${D50[ptp]}")" "$(ratio "${D99[$n]}" "${D99[ptp]}")"
+    done
+    for n in nk nkhl ptp; do
+        l="label_$n"
+        row4 "ratio p99 / p50, ${!l}" "$(ratio "${A99[$n]}" "${A50[$n]}")" "" "$(ratio "${D99[$n]}" "${D50[$n]}")" ""
+    done
+    echo "    (*) elapsed_us of the agent's \"endpoint programmed\" log line for those ADDs: request parsed ->"
+    echo "        endpoint attached, mapped and registered"
+    if [ -s "$RUN/floor.attach" ]; then
+        F50=$(pct 50 "$RUN/floor.attach")
+        row4 "floor: one bare attach" "$(ms "$F50")" "$(ms "$(pct 99 "$RUN/floor.attach")")" "" ""
+        row4 "floor: release of that live link (close)" "" "" "$(ms "$(pct 50 "$RUN/floor.release")")" "$(ms "$(pct 99 "$RUN/floor.release")")"
+        echo "    (floor = $FLOOR_DESC, timed around the syscall by hack/bench/bpf.c)"
+        for n in nk nkhl; do
+            l="label_$n"
+            printf '  %-44s %9s   (ADD p50 - floor: %s ms)\n' \
+                "ratio netkit-cni $([ $n = nk ] && echo built-in || echo host-local) ADD p50 / floor" \
+                "$(ratio "${A50[$n]}" "$F50")" "$(ms $((${A50[$n]} - F50)))"
+        done
+    else
+        F50=""
+        echo "  floor: $FLOOR_DESC"
+    fi
+    echo
+    row4 "burst of $BURST in parallel (wall s)" "ADD wall" "DEL wall" "failed" ""
+    declare -A BA BD
+    for n in nk nkhl ptp; do
+        read -r "BA[$n]" "BD[$n]" fa fd <"$RUN/$n.burst"
+        l="label_$n"
+        row4 "${!l}" "$(secs "${BA[$n]}")" "$(secs "${BD[$n]}")" "$fa + $fd" ""
+    done
+    for n in nk nkhl; do
+        row4 "ratio netkit-cni $([ $n = nk ] && echo built-in || echo host-local) / ptp" \
+            "$(ratio "${BA[$n]}" "${BA[ptp]}")" "$(ratio "${BD[$n]}" "${BD[ptp]}")" "" ""
+    done
+    if [ -n "$F50" ]; then
+        serial=$((BURST * F50 + ${BA[ptp]}))
+        row4 "serialised floor: $BURST x floor + ptp's wall" "$(secs "$serial")" "" "" ""
+        row4 "ratio netkit-cni built-in / serialised floor" "$(ratio "${BA[nk]}" "$serial")" "" "" ""
+    fi
+    echo
+    row4 "ADD p50 as the node fills ($SAMPLE ADDs each)" "$FEW pods" "$GROW pods" "growth" ""
+    for n in nk ptp; do
+        l="label_$n"
+        g0=$(pct 50 "$RUN/$n.at.$FEW")
+        g1=$(pct 50 "$RUN/$n.at.$GROW")
+        row4 "${!l}" "$(ms "$g0")" "$(ms "$g1")" "$(ratio "$g1" "$g0")" ""
+    done
+    g0=$(pct 50 "$RUN/nk.at.$FEW")
+    g1=$(pct 50 "$RUN/nk.at.$GROW")
+    row4 "ratio netkit-cni built-in / ptp" "$(ratio "$g0" "$(pct 50 "$RUN/ptp.at.$FEW")")" \
+        "$(ratio "$g1" "$(pct 50 "$RUN/ptp.at.$GROW")")" "" ""
+    echo
 fi
-echo
-row4 "burst of $BURST in parallel (wall s)" "ADD wall" "DEL wall" "failed" ""
-declare -A BA BD
-for n in nk nkhl ptp; do
-    read -r "BA[$n]" "BD[$n]" fa fd <"$RUN/$n.burst"
-    l="label_$n"
-    row4 "${!l}" "$(secs "${BA[$n]}")" "$(secs "${BD[$n]}")" "$fa + $fd" ""
-done
-for n in nk nkhl; do
-    row4 "ratio netkit-cni $([ $n = nk ] && echo built-in || echo host-local) / ptp" \
-        "$(ratio "${BA[$n]}" "${BA[ptp]}")" "$(ratio "${BD[$n]}" "${BD[ptp]}")" "" ""
-done
-if [ -n "$F50" ]; then
-    serial=$((BURST * F50 + ${BA[ptp]}))
-    row4 "serialised floor: $BURST x floor + ptp's wall" "$(secs "$serial")" "" "" ""
-    row4 "ratio netkit-cni built-in / serialised floor" "$(ratio "${BA[nk]}" "$serial")" "" "" ""
-fi
-echo
-row4 "ADD p50 as the node fills ($SAMPLE ADDs each)" "$FEW pods" "$GROW pods" "growth" ""
-for n in nk ptp; do
-    l="label_$n"
-    g0=$(pct 50 "$RUN/$n.at.$FEW")
-    g1=$(pct 50 "$RUN/$n.at.$GROW")
-    row4 "${!l}" "$(ms "$g0")" "$(ms "$g1")" "$(ratio "$g1" "$g0")" ""
-done
-g0=$(pct 50 "$RUN/nk.at.$FEW")
-g1=$(pct 50 "$RUN/nk.at.$GROW")
-row4 "ratio netkit-cni built-in / ptp" "$(ratio "$g0" "$(pct 50 "$RUN/ptp.at.$FEW")")" \
-    "$(ratio "$g1" "$(pct 50 "$RUN/ptp.at.$GROW")")" "" ""
-echo
 
 # --- 2. datapath, same node ----------------------------------------------------------------
-# iperf_run CLIENT SERVER ADDR STREAMS -> "GBIT_S CPU_S_PER_GB"
-iperf_run() {
-    local client="$1" server="$2" addr="$3" streams="$4" b0 b1 out="$RUN/iperf.json"
-    ip netns exec "$server" iperf3 -s -1 -D -B "$addr" -p 5201 -I "$RUN/iperf.pid" >/dev/null
-    sleep 0.3
-    b0=$(busy_ticks)
-    ip netns exec "$client" iperf3 -c "$addr" -p 5201 -t "$SECS" -P "$streams" -J >"$out" || true
-    b1=$(busy_ticks)
-    # The end summary: "sum_received": { ... "bytes": N, "bits_per_second": X ... }
-    awk -v busy=$((b1 - b0)) -v hz="$CLK_TCK" '
-        /"sum_received"/ {r = 1}
-        r && /"bytes"/ && !bytes {gsub(/[^0-9.e+]/, "", $2); bytes = $2}
-        r && /"bits_per_second"/ && !bps {gsub(/[^0-9.e+]/, "", $2); bps = $2}
-        END {if (bytes > 0) printf "%.2f %.2f\n", bps / 1e9, (busy / hz) / (bytes / 1e9); else print "- -"}
-    ' "$out"
-    [ -f "$RUN/iperf.pid" ] && kill "$(cat "$RUN/iperf.pid")" 2>/dev/null
-    rm -f "$RUN/iperf.pid"
-}
-# rr_run CLIENT SERVER ADDR tcp|udp -> "P50_US P99_US" (round trip, sockperf ping-pong)
-rr_run() {
-    local client="$1" server="$2" addr="$3" proto="$4" flag="" spid out="$RUN/sockperf.out"
-    [ "$proto" = tcp ] && flag=--tcp
-    ip netns exec "$server" sockperf server -i "$addr" -p 11111 $flag >/dev/null 2>&1 &
-    spid=$!
-    SERVER_PIDS+=("$spid")
-    sleep 0.5
-    ip netns exec "$client" sockperf ping-pong -i "$addr" -p 11111 $flag -t "$SECS" --full-rtt >"$out" 2>&1 || true
-    kill "$spid" 2>/dev/null
-    wait "$spid" 2>/dev/null || true
-    awk '/percentile 50.000 =/ {p50 = $NF} /percentile 99.000 =/ {p99 = $NF}
-        END {if (p50 == "") print "- -"; else printf "%.1f %.1f\n", p50, p99}' "$out"
-}
-# http_run CLIENT SERVER ADDR -> "CONN_PER_S ERRORS"
-http_run() {
-    local client="$1" server="$2" addr="$3" hpid out="$RUN/wrk.out"
-    ip netns exec "$server" busybox httpd -f -p "$addr:8080" -h "$RUN/www" >/dev/null 2>&1 &
-    hpid=$!
-    SERVER_PIDS+=("$hpid")
-    sleep 0.3
-    ip netns exec "$client" wrk -t 1 -c 8 -d "${SECS}s" -H 'Connection: close' \
-        "http://$addr:8080/index.html" >"$out" 2>&1 || true
-    kill "$hpid" 2>/dev/null
-    wait "$hpid" 2>/dev/null || true
-    awk '/^Requests\/sec:/ {r = $2}
-        /Socket errors:/ {gsub(/,/, ""); e += $4 + $6 + $8 + $10}
-        /Non-2xx/ {e += $NF}
-        END {if (r == "") print "- -"; else printf "%.0f %d\n", r, e}' "$out"
-}
+if want datapath; then
+    # iperf_run CLIENT SERVER ADDR STREAMS -> "GBIT_S CPU_S_PER_GB"
+    iperf_run() {
+        local client="$1" server="$2" addr="$3" streams="$4" b0 b1 out="$RUN/iperf.json"
+        ip netns exec "$server" iperf3 -s -1 -D -B "$addr" -p 5201 -I "$RUN/iperf.pid" >/dev/null
+        sleep 0.3
+        b0=$(busy_ticks)
+        ip netns exec "$client" iperf3 -c "$addr" -p 5201 -t "$SECS" -P "$streams" -J >"$out" || true
+        b1=$(busy_ticks)
+        # The end summary: "sum_received": { ... "bytes": N, "bits_per_second": X ... }
+        awk -v busy=$((b1 - b0)) -v hz="$CLK_TCK" '
+            /"sum_received"/ {r = 1}
+            r && /"bytes"/ && !bytes {gsub(/[^0-9.e+]/, "", $2); bytes = $2}
+            r && /"bits_per_second"/ && !bps {gsub(/[^0-9.e+]/, "", $2); bps = $2}
+            END {if (bytes > 0) printf "%.2f %.2f\n", bps / 1e9, (busy / hz) / (bytes / 1e9); else print "- -"}
+        ' "$out"
+        [ -f "$RUN/iperf.pid" ] && kill "$(cat "$RUN/iperf.pid")" 2>/dev/null
+        rm -f "$RUN/iperf.pid"
+    }
+    # rr_run CLIENT SERVER ADDR tcp|udp -> "P50_US P99_US" (round trip, sockperf ping-pong)
+    rr_run() {
+        local client="$1" server="$2" addr="$3" proto="$4" flag="" spid out="$RUN/sockperf.out"
+        [ "$proto" = tcp ] && flag=--tcp
+        ip netns exec "$server" sockperf server -i "$addr" -p 11111 $flag >/dev/null 2>&1 &
+        spid=$!
+        SERVER_PIDS+=("$spid")
+        sleep 0.5
+        ip netns exec "$client" sockperf ping-pong -i "$addr" -p 11111 $flag -t "$SECS" --full-rtt >"$out" 2>&1 || true
+        kill "$spid" 2>/dev/null
+        wait "$spid" 2>/dev/null || true
+        awk '/percentile 50.000 =/ {p50 = $NF} /percentile 99.000 =/ {p99 = $NF}
+            END {if (p50 == "") print "- -"; else printf "%.1f %.1f\n", p50, p99}' "$out"
+    }
+    # http_run CLIENT SERVER ADDR -> "CONN_PER_S ERRORS"
+    http_run() {
+        local client="$1" server="$2" addr="$3" hpid out="$RUN/wrk.out"
+        ip netns exec "$server" busybox httpd -f -p "$addr:8080" -h "$RUN/www" >/dev/null 2>&1 &
+        hpid=$!
+        SERVER_PIDS+=("$hpid")
+        sleep 0.3
+        ip netns exec "$client" wrk -t 1 -c 8 -d "${SECS}s" -H 'Connection: close' \
+            "http://$addr:8080/index.html" >"$out" 2>&1 || true
+        kill "$hpid" 2>/dev/null
+        wait "$hpid" 2>/dev/null || true
+        awk '/^Requests\/sec:/ {r = $2}
+            /Socket errors:/ {gsub(/,/, ""); e += $4 + $6 + $8 + $10}
+            /Non-2xx/ {e += $NF}
+            END {if (r == "") print "- -"; else printf "%.0f %d\n", r, e}' "$out"
+    }
 
-say "datapath: pods for netkit-cni and ptp, a loopback namespace"
-for i in 1 2; do
-    ip netns add "$TAG-nk-t$i"
-    time_cni ADD "$NK" "$RUN/nk.conf" "$TAG-nk-t$i" >/dev/null
-    ip netns add "$TAG-ptp-t$i"
-    time_cni ADD "$PTP" "$RUN/ptp.conf" "$TAG-ptp-t$i" >/dev/null
-done
-ip netns add "$TAG-lo"
-ip -n "$TAG-lo" link set lo up
-declare -A PEER_C PEER_S PEER_A
-PEER_C[nk]="$TAG-nk-t1" PEER_S[nk]="$TAG-nk-t2" PEER_A[nk]="$(pod_addr "$TAG-nk-t2")"
-PEER_C[ptp]="$TAG-ptp-t1" PEER_S[ptp]="$TAG-ptp-t2" PEER_A[ptp]="$(pod_addr "$TAG-ptp-t2")"
-PEER_C[lo]="$TAG-lo" PEER_S[lo]="$TAG-lo" PEER_A[lo]=127.0.0.1
-declare -A R
-SKIPS=()
-if have iperf3; then
-    for p in nk ptp lo; do
-        say "iperf3 ($p): 1 and 4 streams, ${SECS}s each"
-        read -r "R[$p.bw1]" "R[$p.cpu1]" < <(iperf_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}" 1)
-        read -r "R[$p.bw4]" "R[$p.cpu4]" < <(iperf_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}" 4)
+    say "datapath: pods for netkit-cni and ptp, a loopback namespace"
+    for i in 1 2; do
+        ip netns add "$TAG-nk-t$i"
+        time_cni ADD "$NK" "$RUN/nk.conf" "$TAG-nk-t$i" >/dev/null
+        ip netns add "$TAG-ptp-t$i"
+        time_cni ADD "$PTP" "$RUN/ptp.conf" "$TAG-ptp-t$i" >/dev/null
     done
-else
-    SKIPS+=("TCP throughput and CPU per GB: skipped, iperf3 is not installed (apt-get install iperf3)")
-fi
-if have sockperf; then
-    for p in nk ptp lo; do
-        say "sockperf ping-pong ($p): TCP and UDP, ${SECS}s each"
-        read -r "R[$p.tcp50]" "R[$p.tcp99]" < <(rr_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}" tcp)
-        read -r "R[$p.udp50]" "R[$p.udp99]" < <(rr_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}" udp)
+    ip netns add "$TAG-lo"
+    ip -n "$TAG-lo" link set lo up
+    declare -A PEER_C PEER_S PEER_A
+    PEER_C[nk]="$TAG-nk-t1" PEER_S[nk]="$TAG-nk-t2" PEER_A[nk]="$(pod_addr "$TAG-nk-t2")"
+    PEER_C[ptp]="$TAG-ptp-t1" PEER_S[ptp]="$TAG-ptp-t2" PEER_A[ptp]="$(pod_addr "$TAG-ptp-t2")"
+    PEER_C[lo]="$TAG-lo" PEER_S[lo]="$TAG-lo" PEER_A[lo]=127.0.0.1
+    declare -A R
+    SKIPS=()
+    if have iperf3; then
+        for p in nk ptp lo; do
+            say "iperf3 ($p): 1 and 4 streams, ${SECS}s each"
+            read -r "R[$p.bw1]" "R[$p.cpu1]" < <(iperf_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}" 1)
+            read -r "R[$p.bw4]" "R[$p.cpu4]" < <(iperf_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}" 4)
+        done
+    else
+        SKIPS+=("TCP throughput and CPU per GB: skipped, iperf3 is not installed (apt-get install iperf3)")
+    fi
+    if have sockperf; then
+        for p in nk ptp lo; do
+            say "sockperf ping-pong ($p): TCP and UDP, ${SECS}s each"
+            read -r "R[$p.tcp50]" "R[$p.tcp99]" < <(rr_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}" tcp)
+            read -r "R[$p.udp50]" "R[$p.udp99]" < <(rr_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}" udp)
+        done
+    else
+        SKIPS+=("request/response latency: skipped, sockperf is not installed (apt-get install sockperf)")
+    fi
+    if ! have wrk; then
+        SKIPS+=("HTTP connections/s: skipped, wrk is not installed (apt-get install wrk)")
+    elif ! busybox httpd --help >/dev/null 2>&1 && ! busybox --list 2>/dev/null | grep -qx httpd; then
+        SKIPS+=("HTTP connections/s: skipped, busybox with httpd is not installed (apt-get install busybox-static)")
+    else
+        for p in nk ptp lo; do
+            say "wrk ($p): new connection per request, ${SECS}s"
+            read -r "R[$p.http]" "R[$p.httperr]" < <(http_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}")
+        done
+    fi
+    for i in 1 2; do
+        cni DEL "$NK" "$RUN/nk.conf" "$TAG-nk-t$i" || true
+        cni DEL "$PTP" "$RUN/ptp.conf" "$TAG-ptp-t$i" || true
     done
-else
-    SKIPS+=("request/response latency: skipped, sockperf is not installed (apt-get install sockperf)")
-fi
-if ! have wrk; then
-    SKIPS+=("HTTP connections/s: skipped, wrk is not installed (apt-get install wrk)")
-elif ! busybox httpd --help >/dev/null 2>&1 && ! busybox --list 2>/dev/null | grep -qx httpd; then
-    SKIPS+=("HTTP connections/s: skipped, busybox with httpd is not installed (apt-get install busybox-static)")
-else
-    for p in nk ptp lo; do
-        say "wrk ($p): new connection per request, ${SECS}s"
-        read -r "R[$p.http]" "R[$p.httperr]" < <(http_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}")
-    done
-fi
-for i in 1 2; do
-    cni DEL "$NK" "$RUN/nk.conf" "$TAG-nk-t$i" || true
-    cni DEL "$PTP" "$RUN/ptp.conf" "$TAG-ptp-t$i" || true
-done
 
-row5() { printf '  %-40s %10s %10s %10s %17s %22s\n' "$@"; }
-echo "2. Datapath, same node (${SECS}s per test; IPv4 pod -> pod; loopback = two processes over 127.0.0.1 in one namespace)"
-row5 "" "netkit-cni" "ptp" "loopback" "netkit-cni / ptp" "netkit-cni / loopback"
-echo "  (throughput and connections/s: higher is better; round trips and CPU per GB: lower is better)"
-drow() { # LABEL KEY
-    row5 "$1" "${R[nk.$2]:--}" "${R[ptp.$2]:--}" "${R[lo.$2]:--}" \
-        "$(ratio "${R[nk.$2]:-}" "${R[ptp.$2]:-}")" "$(ratio "${R[nk.$2]:-}" "${R[lo.$2]:-}")"
-}
-if have iperf3; then
-    drow "TCP, 1 stream (Gbit/s, iperf3)" bw1
-    drow "TCP, 4 streams (Gbit/s, iperf3 -P 4)" bw4
-    drow "CPU s per GB, 1 stream (/proc/stat)" cpu1
-    drow "CPU s per GB, 4 streams (/proc/stat)" cpu4
+    row5() { printf '  %-40s %10s %10s %10s %17s %22s\n' "$@"; }
+    echo "2. Datapath, same node (${SECS}s per test; IPv4 pod -> pod; loopback = two processes over 127.0.0.1 in one namespace)"
+    row5 "" "netkit-cni" "ptp" "loopback" "netkit-cni / ptp" "netkit-cni / loopback"
+    echo "  (throughput and connections/s: higher is better; round trips and CPU per GB: lower is better)"
+    drow() { # LABEL KEY
+        row5 "$1" "${R[nk.$2]:--}" "${R[ptp.$2]:--}" "${R[lo.$2]:--}" \
+            "$(ratio "${R[nk.$2]:-}" "${R[ptp.$2]:-}")" "$(ratio "${R[nk.$2]:-}" "${R[lo.$2]:-}")"
+    }
+    if have iperf3; then
+        drow "TCP, 1 stream (Gbit/s, iperf3)" bw1
+        drow "TCP, 4 streams (Gbit/s, iperf3 -P 4)" bw4
+        drow "CPU s per GB, 1 stream (/proc/stat)" cpu1
+        drow "CPU s per GB, 4 streams (/proc/stat)" cpu4
+    fi
+    if have sockperf; then
+        drow "TCP round trip p50 (us, sockperf pp)" tcp50
+        drow "TCP round trip p99 (us)" tcp99
+        drow "UDP round trip p50 (us, sockperf pp)" udp50
+        drow "UDP round trip p99 (us)" udp99
+    fi
+    if [ -n "${R[nk.http]:-}" ]; then
+        drow "HTTP connections/s (wrk -c 8, close)" http
+        echo "    (wrk: 1 thread, 8 connections, a new TCP connection per request, 612-byte file from busybox httpd;"
+        echo "     errors: netkit-cni ${R[nk.httperr]:--}, ptp ${R[ptp.httperr]:--}, loopback ${R[lo.httperr]:--})"
+    fi
+    if have iperf3; then
+        echo "    (CPU per GB: busy time of all CPUs from /proc/stat over the iperf3 run, whole machine, / GB received)"
+    fi
+    for s in "${SKIPS[@]}"; do echo "  $s"; done
+    echo
 fi
-if have sockperf; then
-    drow "TCP round trip p50 (us, sockperf pp)" tcp50
-    drow "TCP round trip p99 (us)" tcp99
-    drow "UDP round trip p50 (us, sockperf pp)" udp50
-    drow "UDP round trip p99 (us)" udp99
-fi
-if [ -n "${R[nk.http]:-}" ]; then
-    drow "HTTP connections/s (wrk -c 8, close)" http
-    echo "    (wrk: 1 thread, 8 connections, a new TCP connection per request, 612-byte file from busybox httpd;"
-    echo "     errors: netkit-cni ${R[nk.httperr]:--}, ptp ${R[ptp.httperr]:--}, loopback ${R[lo.httperr]:--})"
-fi
-if have iperf3; then
-    echo "    (CPU per GB: busy time of all CPUs from /proc/stat over the iperf3 run, whole machine, / GB received)"
-fi
-for s in "${SKIPS[@]}"; do echo "  $s"; done
-echo
 
 # Two nodes on one wire, an agent on each: its own script, since it builds its own nodes.
-if [ -z "${NETKIT_VM_GUEST:-}" ] && [ -x "$REPO/hack/bench-crossnode.sh" ]; then
-    echo "3. Datapath, cross node (hack/bench-crossnode.sh: pod -> remote pod vs node -> node, one wire)"
-    "$REPO/hack/bench-crossnode.sh" | sed 's/^/  /' || echo "  (hack/bench-crossnode.sh failed)"
-else
-    echo "3. Datapath, cross node: run hack/bench-crossnode.sh --vm for netkit (its own VM boot)"
+if want crossnode; then
+    if [ -z "${NETKIT_VM_GUEST:-}" ] && [ -x "$REPO/hack/bench-crossnode.sh" ]; then
+        echo "3. Datapath, cross node (hack/bench-crossnode.sh: pod -> remote pod vs node -> node, one wire)"
+        "$REPO/hack/bench-crossnode.sh" | sed 's/^/  /' || echo "  (hack/bench-crossnode.sh failed)"
+    else
+        echo "3. Datapath, cross node: run hack/bench-crossnode.sh --vm for netkit (its own VM boot)"
+    fi
+    echo
 fi
-echo
 
 # --- 4. agent ------------------------------------------------------------------------------
-echo "4. Agent (built-in IPAM from a /16; CPU = utime + stime of the agent process)"
-row4 "" "idle" "$ENDPOINTS eps" "ratio" ""
-row4 "endpoints registered" "0" "$a_eps" "" ""
-row4 "RSS (MiB, VmRSS)" "$(awk -v k="$a_rss0" 'BEGIN {printf "%.1f", k/1024}')" \
-    "$(awk -v k="$a_rss1" 'BEGIN {printf "%.1f", k/1024}')" "$(ratio "$a_rss1" "$a_rss0")" ""
-row4 "peak RSS so far (MiB, VmHWM)" "" "$(awk -v k="$a_hwm" 'BEGIN {printf "%.1f", k/1024}')" "" ""
-row4 "CPU, no requests (% of one CPU over ${SECS}s)" "$a_cpu0" "$a_cpu1" "" ""
-row4 "CPU per ADD (ms; $a_filled ADDs, 25 parallel)" "" \
-    "$(awk -v t="$a_fill_ticks" -v hz="$CLK_TCK" -v n="$a_filled" 'BEGIN {if (n > 0) printf "%.2f", 1000 * t / hz / n; else print "-"}')" "" ""
-agent_elapsed "$TAG-nk-x$ENDPOINTS-" >"$RUN/agent.full"
-agent_elapsed "$TAG-nk-x$FEW-" >"$RUN/agent.few"
-row4 "request-to-ack (ms; $SAMPLE ADDs each)" "$FEW eps" "$ENDPOINTS eps" "ratio" ""
-row4 "  p50" "$(ms "$(pct 50 "$RUN/agent.few")")" "$(ms "$(pct 50 "$RUN/agent.full")")" \
-    "$(ratio "$(pct 50 "$RUN/agent.full")" "$(pct 50 "$RUN/agent.few")")" ""
-row4 "  p99" "$(ms "$(pct 99 "$RUN/agent.few")")" "$(ms "$(pct 99 "$RUN/agent.full")")" \
-    "$(ratio "$(pct 99 "$RUN/agent.full")" "$(pct 99 "$RUN/agent.few")")" ""
-echo "    (request-to-ack: elapsed_us of the agent's \"endpoint programmed\" log line, its own time from"
-echo "     the request parsed to the endpoint attached, mapped and registered, just before the reply)"
-if [ -f "$RUN/nk.teardown" ]; then
-    read -r td tdf <"$RUN/nk.teardown"
-    echo "  teardown of the $ENDPOINTS endpoints by CNI DEL, 50 in parallel: $(secs "$td") s wall, $tdf failed"
-fi
-# Verifier: the programs the agent holds open (fdinfo of its bpf-prog fds).
-prog_ids=$(for fd in /proc/"$AGENT_PID"/fd/*; do
-    [ "$(readlink "$fd" 2>/dev/null)" = "anon_inode:bpf-prog" ] || continue
-    awk '/^prog_id:/ {print $2}' "/proc/$AGENT_PID/fdinfo/${fd##*/}"
-done | sort -un)
-if [ -z "$prog_ids" ]; then
-    echo "  verifier: skipped, the agent holds no program fd to read"
-elif [ -x "$BPFTOOL_BIN" ]; then
-    row4 "verifier, per program (bpf_prog_info)" "verified" "xlated B" "jited B" ""
-    # shellcheck disable=SC2086
-    "$BPFTOOL_BIN" info $prog_ids | while read -r id name vi xl ji; do
-        row4 "  $name (id $id)" "$vi" "$xl" "$ji" ""
-    done
-    echo "    (verified = instructions the verifier processed, bpf_prog_info.verified_insns; 0 = kernel < 5.16)"
-else
-    row4 "verifier, per program (fdinfo)" "verified" "" "" ""
-    for fd in /proc/"$AGENT_PID"/fd/*; do
+if want agent; then
+    echo "4. Agent (built-in IPAM from a /16; CPU = utime + stime of the agent process)"
+    row4 "" "idle" "$ENDPOINTS eps" "ratio" ""
+    row4 "endpoints registered" "0" "$a_eps" "" ""
+    row4 "RSS (MiB, VmRSS)" "$(awk -v k="$a_rss0" 'BEGIN {printf "%.1f", k/1024}')" \
+        "$(awk -v k="$a_rss1" 'BEGIN {printf "%.1f", k/1024}')" "$(ratio "$a_rss1" "$a_rss0")" ""
+    row4 "peak RSS so far (MiB, VmHWM)" "" "$(awk -v k="$a_hwm" 'BEGIN {printf "%.1f", k/1024}')" "" ""
+    row4 "CPU, no requests (% of one CPU over ${SECS}s)" "$a_cpu0" "$a_cpu1" "" ""
+    row4 "CPU per ADD (ms; $a_filled ADDs, 25 parallel)" "" \
+        "$(awk -v t="$a_fill_ticks" -v hz="$CLK_TCK" -v n="$a_filled" 'BEGIN {if (n > 0) printf "%.2f", 1000 * t / hz / n; else print "-"}')" "" ""
+    agent_elapsed "$TAG-nk-x$ENDPOINTS-" >"$RUN/agent.full"
+    agent_elapsed "$TAG-nk-x$FEW-" >"$RUN/agent.few"
+    row4 "request-to-ack (ms; $SAMPLE ADDs each)" "$FEW eps" "$ENDPOINTS eps" "ratio" ""
+    row4 "  p50" "$(ms "$(pct 50 "$RUN/agent.few")")" "$(ms "$(pct 50 "$RUN/agent.full")")" \
+        "$(ratio "$(pct 50 "$RUN/agent.full")" "$(pct 50 "$RUN/agent.few")")" ""
+    row4 "  p99" "$(ms "$(pct 99 "$RUN/agent.few")")" "$(ms "$(pct 99 "$RUN/agent.full")")" \
+        "$(ratio "$(pct 99 "$RUN/agent.full")" "$(pct 99 "$RUN/agent.few")")" ""
+    echo "    (request-to-ack: elapsed_us of the agent's \"endpoint programmed\" log line, its own time from"
+    echo "     the request parsed to the endpoint attached, mapped and registered, just before the reply)"
+    if [ -f "$RUN/nk.teardown" ]; then
+        read -r td tdf <"$RUN/nk.teardown"
+        echo "  teardown of the $ENDPOINTS endpoints by CNI DEL, 50 in parallel: $(secs "$td") s wall, $tdf failed"
+    fi
+    # Verifier: the programs the agent holds open (fdinfo of its bpf-prog fds).
+    prog_ids=$(for fd in /proc/"$AGENT_PID"/fd/*; do
         [ "$(readlink "$fd" 2>/dev/null)" = "anon_inode:bpf-prog" ] || continue
-        awk '/^prog_id:/ {id = $2} /^prog_tag:/ {t = $2} /^verified_insns:/ {v = $2}
-            END {printf "  %-44s %9s\n", "  prog id " id " tag " t, (v == "" ? "n/a" : v)}' "/proc/$AGENT_PID/fdinfo/${fd##*/}"
-    done | sort -u
-    echo "    (names, xlated and jited sizes: hack/bench/bpf.c not built, no C compiler)"
+        awk '/^prog_id:/ {print $2}' "/proc/$AGENT_PID/fdinfo/${fd##*/}"
+    done | sort -un)
+    if [ -z "$prog_ids" ]; then
+        echo "  verifier: skipped, the agent holds no program fd to read"
+    elif [ -x "$BPFTOOL_BIN" ]; then
+        row4 "verifier, per program (bpf_prog_info)" "verified" "xlated B" "jited B" ""
+        # shellcheck disable=SC2086
+        "$BPFTOOL_BIN" info $prog_ids | while read -r id name vi xl ji; do
+            row4 "  $name (id $id)" "$vi" "$xl" "$ji" ""
+        done
+        echo "    (verified = instructions the verifier processed, bpf_prog_info.verified_insns; 0 = kernel < 5.16)"
+    else
+        row4 "verifier, per program (fdinfo)" "verified" "" "" ""
+        for fd in /proc/"$AGENT_PID"/fd/*; do
+            [ "$(readlink "$fd" 2>/dev/null)" = "anon_inode:bpf-prog" ] || continue
+            awk '/^prog_id:/ {id = $2} /^prog_tag:/ {t = $2} /^verified_insns:/ {v = $2}
+                END {printf "  %-44s %9s\n", "  prog id " id " tag " t, (v == "" ? "n/a" : v)}' "/proc/$AGENT_PID/fdinfo/${fd##*/}"
+        done | sort -u
+        echo "    (names, xlated and jited sizes: hack/bench/bpf.c not built, no C compiler)"
+    fi
+    echo
 fi
-echo
 echo "(run took $(awk -v u=$(($(now_us) - RUN_START)) 'BEGIN {printf "%.0f", u / 1e6}') s)"
 REPORT_DONE=1
