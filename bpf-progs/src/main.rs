@@ -5,9 +5,10 @@
 //!   another local pod, hands everything else to the host stack — including packets of
 //!   flows the stack translated (Service DNAT, NodePort, masquerade), which only the
 //!   stack can un-translate.
-//! - `nk_uplink_ingress`: what arrives from the wire. Traffic for a local pod goes
-//!   straight into the pod with `bpf_redirect_peer`, skipping the host stack, unless its
-//!   flow was translated.
+//! - `nk_uplink_ingress`: what arrives from the wire. Traffic from another node's pod to
+//!   a local pod goes straight into the pod with `bpf_redirect_peer`, skipping the host
+//!   stack, unless its flow was translated; traffic from anything that is not a pod goes
+//!   through the stack, as the pod's replies to it do.
 //!
 //! Whether the stack translated a flow is asked of the kernel's conntrack (`conntrack.rs`,
 //! a kfunc). Each program that asks has a `_noct` twin for kernels where the kfunc cannot
@@ -203,6 +204,16 @@ fn uplink_ingress<const CONNTRACK: bool>(ctx: &TcContext) -> i32 {
         count(Stat::Pass);
         return TC_ACT_OK;
     };
+    // Only another node's pod may skip the stack: its pod's replies skip it too (pod
+    // egress to a remote pod CIDR), so conntrack sees neither direction. A peer that is
+    // not a pod (a node, a masqueraded NodePort client, anything outside) gets replies
+    // through the stack; had its packets skipped the stack, conntrack would see only
+    // those replies, mark them INVALID, and a `ctstate INVALID -j DROP` rule (kube-proxy
+    // installs one) would drop them.
+    if NK_REMOTE_ROUTES.get(&Key::new(128, addrs.src.addr)).is_none() {
+        count(Stat::Pass);
+        return TC_ACT_OK;
+    }
     // A reply from a remote backend of a Service the pod called, or a NodePort client
     // kept un-masqueraded: the stack must undo the translation before the pod sees it.
     if let Some(stat) = stack_must_handle::<CONNTRACK>(ctx, &addrs) {

@@ -19,8 +19,9 @@ set -euo pipefail
 
 # Modules the guest loads at boot (netkit itself is built into the trixie cloud kernel).
 # nft_chain_nat + nft_nat bring nf_conntrack and nf_nat: the tests translate flows as
-# kube-proxy does, and the datapath asks conntrack (module kfuncs) about them.
-VM_MODULES="${NETKIT_VM_MODULES:-veth bridge dummy nft_chain_nat nft_nat}"
+# kube-proxy does, and the datapath asks conntrack (module kfuncs) about them; nft_ct
+# for the `ct state invalid drop` rule kube-proxy also installs.
+VM_MODULES="${NETKIT_VM_MODULES:-veth bridge dummy nft_chain_nat nft_nat nft_ct}"
 # Host tools copied in (to /usr/bin, replacing busybox's applet of the same name). bash runs
 # the guest command: Debian's busybox sh prefers its own applets (its `ip` is not iproute2's).
 REQUIRED_HOST_TOOLS="bash ip nft"

@@ -33,17 +33,35 @@ pub fn tcp_echo(from: &Netns, to: &Netns, listen: SocketAddr, connect: SocketAdd
     echoed == Some(*b"hello")
 }
 
+/// Drop forwarded packets conntrack calls INVALID, as kube-proxy's
+/// `-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP` does; `nft` is a Command for
+/// `nft` in the node.
+pub fn drop_invalid_forwarded(nft: Command) {
+    run_nft(
+        nft,
+        "add table inet nk_invalid\n\
+         add chain inet nk_invalid forward { type filter hook forward priority filter; }\n\
+         add rule inet nk_invalid forward ct state invalid drop\n",
+    );
+}
+
 /// Translate `vip:port` to `backend` in a node's prerouting, as kube-proxy's nftables
 /// mode does (a DNAT, no masquerade); `nft` is a Command for `nft` in the node. nftables
 /// rather than iptables so the host and the VM (which has `nft` and the nf_tables
 /// modules, not the iptables extensions) run the same rule. Panics when NAT cannot be
 /// set up: the tests that need it are not optional.
-pub fn dnat(mut nft: Command, vip: &str, port: u16, backend: SocketAddr) {
+pub fn dnat(nft: Command, vip: &str, port: u16, backend: SocketAddr) {
     let script = format!(
         "add table ip nk_test\n\
          add chain ip nk_test prerouting {{ type nat hook prerouting priority dstnat; }}\n\
          add rule ip nk_test prerouting ip daddr {vip} tcp dport {port} dnat to {backend}\n"
     );
+    run_nft(nft, &script);
+}
+
+/// Feed `script` to `nft -f -`. Panics when it fails: the tests that need a rule are
+/// not optional.
+fn run_nft(mut nft: Command, script: &str) {
     let mut child = nft
         .args(["-f", "-"])
         .stdin(Stdio::piped())
@@ -56,8 +74,5 @@ pub fn dnat(mut nft: Command, vip: &str, port: u16, backend: SocketAddr) {
         .write_all(script.as_bytes())
         .expect("writing the nft script");
     let status = child.wait().expect("waiting for nft");
-    assert!(
-        status.success(),
-        "nft DNAT {vip}:{port} -> {backend} failed"
-    );
+    assert!(status.success(), "nft -f failed on:\n{script}");
 }

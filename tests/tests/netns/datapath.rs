@@ -132,22 +132,33 @@ fn pod_to_pod_icmp_and_tcp_take_the_fast_path() {
     );
 }
 
+/// A peer on the wire that is not a pod (a node, a NodePort client the stack
+/// masqueraded, anything outside) gets the pod's replies through the stack, so its
+/// packets must take the stack too: skipping it one way, conntrack would see only the
+/// replies, call them INVALID, and kube-proxy's `ct state invalid drop` would drop them.
+/// The rule is installed here, as kube-proxy installs it.
 #[test]
-fn traffic_from_the_wire_is_redirected_into_the_pod() {
+fn traffic_from_outside_takes_the_stack_both_ways() {
     let s = site("dpw");
     let a = Pod::new("dpwa");
     let ra = s.node.add(&a, &s.conf);
     assert_mode(&s.node);
+    traffic::drop_invalid_forwarded(s.node.ns.command("nft"));
     let agent = s.node.agent();
     let before = agent.counter("redirect_peer");
+    let ip = pod_ip(&ra, false);
+    assert!(s.outside.ping(&ip), "outside cannot reach the pod");
+    let port = free_port();
+    let addr = socket_addr(&ip, port);
     assert!(
-        s.outside.ping(pod_ip(&ra, false)),
-        "outside cannot reach the pod"
+        traffic::tcp_echo(&s.outside, &a.ns, addr, addr),
+        "no TCP echo from the pod to outside with invalid-state drops on; counters: {:?}",
+        s.node.agent().stats()
     );
     let after = agent.counter("redirect_peer");
-    assert!(
-        after > before,
-        "uplink traffic did not go straight into the pod: {before} -> {after}"
+    assert_eq!(
+        after, before,
+        "traffic from outside skipped the stack into the pod"
     );
 }
 
