@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set the machine up (hack/setup.sh) and run every test tier, or the tiers named:
-#   hack/test.sh [lint] [unit] [netns] [vm] [containerd] [multinode]
+#   hack/test.sh [lint] [unit] [fuzz] [netns] [multinode] [containerd] [vm] [cluster]
 # Each tier's output goes to the terminal and to target/test-logs/<tier>.log; the
 # summary at the end gives per-tier time and test counts. Exit status is 0 only when
 # every selected tier passed.
@@ -8,7 +8,7 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
-ALL_TIERS=(lint unit fuzz netns multinode containerd vm)
+ALL_TIERS=(lint unit fuzz netns multinode containerd vm cluster)
 
 usage() { echo "usage: $0 [$(IFS='|'; echo "${ALL_TIERS[*]}")]..." >&2; exit 2; }
 
@@ -54,6 +54,9 @@ run_tier() {
         multinode) cargo test "${WS[@]}" --test multinode ;;
         containerd) cargo test "${WS[@]}" --test containerd ;;
         vm) NETKIT_VM_GUEST_BIN="$(vm_guest_bin)" cargo test "${WS[@]}" --test vm -- --nocapture ;;
+        # A real two-node Kubernetes (hack/cluster/run.sh): our checks and the upstream
+        # sig-network conformance tests; each prints a cargo-style result line.
+        cluster) hack/cluster/run.sh ;;
     esac
 }
 

@@ -210,7 +210,10 @@ fn uplink_ingress<const CONNTRACK: bool>(ctx: &TcContext) -> i32 {
     // through the stack; had its packets skipped the stack, conntrack would see only
     // those replies, mark them INVALID, and a `ctstate INVALID -j DROP` rule (kube-proxy
     // installs one) would drop them.
-    if NK_REMOTE_ROUTES.get(&Key::new(128, addrs.src.addr)).is_none() {
+    if NK_REMOTE_ROUTES
+        .get(&Key::new(128, addrs.src.addr))
+        .is_none()
+    {
         count(Stat::Pass);
         return TC_ACT_OK;
     }

@@ -32,7 +32,7 @@ mapfile -t NODES < <(k get nodes -o jsonpath='{range .items[*]}{.metadata.name}{
 [ "${#NODES[@]}" -ge 2 ] || { echo "FAIL  need two nodes, have: ${NODES[*]:-none}"; exit 1; }
 node_internal_ip() { k get node "$1" -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}' | awk '{print $1}'; }
 agent_pod() { k -n netkit-system get pods -l "$AGENT_SELECTOR" --field-selector "spec.nodeName=$1" -o jsonpath='{.items[0].metadata.name}'; }
-in_agent() { local node="$1"; shift; k -n netkit-system exec "$(agent_pod "$node")" -c netkit-agent -- "$@"; }
+in_agent() { local node="$1"; shift; k -n netkit-system exec "$(agent_pod "$node")" -c agent -- "$@"; }
 pod_ip() { k -n "$NS" get pod "$1" -o jsonpath='{.status.podIP}'; }
 exec_in() { local pod="$1"; shift; k -n "$NS" exec "$pod" -- "$@"; }
 
@@ -161,4 +161,6 @@ delete_pods_cleanly() {
 check "deleting pods leaves no link, address, endpoint or pin on either node" delete_pods_cleanly
 
 echo "checks: $passed passed, $failed failed${failures[*]:+ (${failures[*]})}"
+# The line hack/test.sh counts, in cargo's format.
+echo "test result: $([ "$failed" = 0 ] && echo ok || echo FAILED). $passed passed; $failed failed; 0 ignored (our cluster checks)"
 exit "$failed"

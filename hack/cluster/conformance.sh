@@ -39,4 +39,15 @@ export PATH="$BIN:$PATH"
 status=${PIPESTATUS[0]}
 echo "conformance: ginkgo exit status $status; summary:"
 grep -E '^(Ran [0-9]+ of [0-9]+ Specs|SUCCESS!|FAIL!|  \[FAIL\])' "$REPORT_DIR/ginkgo.log" || true
+
+# Counts for hack/test.sh, in cargo's format: the specs in the focus, how many the skip
+# list left out (a dry run of the focus alone tells the total), passed and failed.
+in_focus="$("${PREFIX[@]}" "$BIN/e2e.test" --ginkgo.dry-run --ginkgo.focus="$FOCUS" \
+    --ginkgo.no-color --kubeconfig="$KUBECONFIG" 2>/dev/null | grep -oE '^Ran [0-9]+' | grep -oE '[0-9]+' || echo 0)"
+passed="$(grep -oE '[0-9]+ Passed' "$REPORT_DIR/ginkgo.log" | awk '{s+=$1} END {print s+0}')"
+failed="$(grep -oE '[0-9]+ Failed' "$REPORT_DIR/ginkgo.log" | awk '{s+=$1} END {print s+0}')"
+ran="$(grep -oE '^Ran [0-9]+' "$REPORT_DIR/ginkgo.log" | grep -oE '[0-9]+' | awk '{s+=$1} END {print s+0}')"
+skipped=$(( in_focus > ran ? in_focus - ran : 0 ))
+[ "$status" = 0 ] || [ "$failed" -gt 0 ] || failed=1
+echo "test result: $([ "$status" = 0 ] && echo ok || echo FAILED). $passed passed; $failed failed; $skipped ignored (sig-network conformance: $in_focus in focus, $skipped skipped by the skip list)"
 exit "$status"

@@ -39,6 +39,10 @@ install -D -m 0755 "$PORTMAP" "$ROOTFS/opt/netkit/cni-bin/portmap"
 if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
     install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$ROOTFS/etc/ssl/certs/ca-certificates.crt"
 fi
+# A shell and the basic tools, as the Dockerfile's debian-slim image has, for
+# `kubectl exec` (the cluster checks list the node's links and pins through it).
+install -D -m 0755 /bin/busybox "$ROOTFS/bin/busybox"
+for applet in sh ls cat grep; do ln -s busybox "$ROOTFS/bin/$applet"; done
 # Mount points and a scratch dir; the runtime creates the rest.
 mkdir -p "$ROOTFS"/{etc,proc,sys,dev,run,tmp,var/lib}
 chmod 1777 "$ROOTFS/tmp"

@@ -24,7 +24,7 @@ export GOFLAGS=-mod=mod
 go_version() { go env GOVERSION 2>/dev/null || echo go-missing; }
 # The wrapper modules' files are part of the key, so a change to them rebuilds.
 wrapper_hash() { cat "$CLUSTER_DIR"/{k8s,etcd,coredns}/go.{mod,sum} "$CLUSTER_DIR"/k8s/pause/*.go 2>/dev/null | sha256sum | cut -c1-12; }
-CLUSTER_BIN="$NETKIT_CACHE/cluster/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-coredns-$COREDNS_VERSION-$(go_version)-$(wrapper_hash)/bin"
+CLUSTER_BIN="${CLUSTER_BIN:-$NETKIT_CACHE/cluster/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-coredns-$COREDNS_VERSION-$(go_version)-$(wrapper_hash)/bin}"
 
 # The images the rig builds and imports into each node's containerd. The upstream names
 # are what the conformance tests ask for (e2e.test --list-images); the pods use them with

@@ -20,19 +20,21 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BIN="${CLUSTER_BIN}"
-[ -f "$BIN/.complete" ] || die "components not built: run hack/cluster/build.sh"
 IMAGES="$NKC_IMAGES"
-[ -d "$IMAGES" ] || die "images not built: run hack/cluster/images.sh"
-for tool in nsenter unshare openssl containerd runc iptables ip ctr; do
-    command -v "$tool" >/dev/null || die "$tool is missing (hack/setup.sh installs it)"
-done
-
-"$CLUSTER_DIR/down.sh" --quiet
-mkdir -p "$NKC_DIR"/{pki,cp,ns,logs,pids}
-# Mount-namespace files can only be bind-mounted onto a private mount.
-mount --bind "$NKC_DIR/ns" "$NKC_DIR/ns"
-mount --make-private "$NKC_DIR/ns"
 PKI="$NKC_DIR/pki"
+
+prepare() {
+    [ -f "$BIN/.complete" ] || die "components not built: run hack/cluster/build.sh"
+    [ -d "$IMAGES" ] || die "images not built: run hack/cluster/images.sh"
+    for tool in nsenter unshare openssl containerd runc iptables ip ctr curl; do
+        command -v "$tool" >/dev/null || die "$tool is missing (hack/setup.sh installs it)"
+    done
+    "$CLUSTER_DIR/down.sh" --quiet
+    mkdir -p "$NKC_DIR"/{pki,cp,ns,logs,pids}
+    # Mount-namespace files can only be bind-mounted onto a private mount.
+    mount --bind "$NKC_DIR/ns" "$NKC_DIR/ns"
+    mount --make-private "$NKC_DIR/ns"
+}
 
 # --- certificates -------------------------------------------------------------------
 # One CA signs everything; EC P-256 keys (fast to make). Valid for a week: a rig lives
@@ -208,7 +210,9 @@ make_node_mount_ns() {
     touch "$mnt"
     # The script runs inside the new mount namespace (private: nothing mounted in it
     # propagates back to the host) and inside the node's network namespace, so the
-    # sysfs it mounts shows the node's own devices.
+    # sysfs it mounts shows the node's own devices. Then everything in it is made
+    # shared among the node's own mounts, as on a real node (kind's too): the runtime
+    # refuses HostToContainer/Bidirectional volume propagation from a private mount.
     local script="set -e
         for m in ${NODE_MOUNTS[*]}; do mount --bind \"$d/\${m#*:}\" \"\${m%%:*}\"; done
         mkdir -p $d/cgroup-hold
@@ -217,9 +221,18 @@ make_node_mount_ns() {
         mount -t sysfs sysfs /sys
         mount --rbind $d/cgroup-hold /sys/fs/cgroup
         umount -l $d/cgroup-hold
-        mount -t bpf bpf /sys/fs/bpf"
+        mount -t bpf bpf /sys/fs/bpf
+        mount --make-rshared /"
     nsenter --net="/run/netns/$(node_ns "$n")" -- \
         unshare --mount="$mnt" --propagation private sh -c "$script"
+}
+
+# runc, or the wrapper that keeps pods from asking for a negative oom_score_adj where
+# root lacks CAP_SYS_RESOURCE (bit 24 of CapEff), as on the project's machines.
+runc_binary() {
+    local caps
+    caps="$(awk '/^CapEff:/ {print $2}' /proc/self/status)"
+    if (( (16#$caps >> 24) & 1 )); then command -v runc; else echo "$CLUSTER_DIR/runc-wrapper.sh"; fi
 }
 
 write_node_configs() {
@@ -245,6 +258,7 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.tracing.proc
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        BinaryName = "$(runc_binary)"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/opt/cni/bin"
     conf_dir = "/etc/cni/net.d"
@@ -287,18 +301,37 @@ mode: iptables
 clusterCIDR: $NKC_CLUSTER_CIDR
 hostnameOverride: $n
 metricsBindAddress: 127.0.0.1:10249
+nodePortAddresses: [primary]
 # Machine-wide conntrack settings are the host's business, not a node namespace's.
 conntrack: {maxPerCore: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 EOF
 }
 
+# The kubelet's cgroupRoot must exist in every v1 hierarchy; a new cpuset starts with no
+# CPUs or memory nodes, so give it the root's.
+make_node_cgroups() {
+    local n="$1" h
+    for h in /sys/fs/cgroup/*/; do
+        [ "$h" = /sys/fs/cgroup/unified/ ] && continue
+        mkdir -p "$h/nkc-$n"
+    done
+    cat /sys/fs/cgroup/cpuset/cpuset.cpus >"/sys/fs/cgroup/cpuset/nkc-$n/cpuset.cpus"
+    cat /sys/fs/cgroup/cpuset/cpuset.mems >"/sys/fs/cgroup/cpuset/nkc-$n/cpuset.mems"
+}
+
 start_node() {
     local n="$1" d
     d="$(node_dir "$n")"
+    make_node_cgroups "$n"
+    # containerd 1.x brings each pod's lo up through the `loopback` CNI plugin, which a
+    # node's OS provides in /opt/cni/bin (kind's node image does); so does the rig,
+    # from Debian's containernetworking-plugins.
+    install -m 0755 /usr/lib/cni/loopback "$d/opt-cni-bin/loopback"
     start "containerd-$n" "$n" containerd --config "$d/containerd.toml"
     wait_for 60 "containerd on $n" in_node "$n" ctr version || fail_with_log "containerd-$n"
     local tar
     for tar in "$IMAGES"/*.tar; do
+        [ -e "$tar" ] || continue
         in_node "$n" ctr -n k8s.io images import --no-unpack=false "$tar" >/dev/null \
             || die "importing $tar into $n's containerd"
     done
@@ -327,6 +360,7 @@ kubectl_local() { in_cp "$BIN/kubectl" --kubeconfig "$NKC_KUBECONFIG" "$@"; }
 
 main() {
     phase "certificates and network"
+    prepare
     make_pki
     make_network
     # The kubelet sets a few machine-wide kernel tunables (vm.overcommit_memory,
@@ -365,4 +399,5 @@ main() {
     log "cluster up: KUBECONFIG=$NKC_KUBECONFIG (reach it from namespace $NKC_CP_NS: hack/cluster/kubectl.sh)"
 }
 
-main "$@"
+# Sourcing the script (for debugging a step) defines the functions without running.
+[[ "${BASH_SOURCE[0]}" != "$0" ]] || main "$@"
