@@ -16,18 +16,22 @@ use netkit_api::{
 use crate::datapath::{self, DatapathOps, EndpointSpec};
 use crate::fault;
 use crate::ipam;
-use crate::registry::Registry;
+use crate::registry::{Registry, Store};
 
 /// The agent's state and the datapath, shared by every request it serves at once.
 ///
 /// Locking: `state` (registry, allocations, attachments in flight) is held only for
-/// bookkeeping — never across the slow kernel work, the link attach that waits for an RCU
-/// grace period under the rtnl lock. An attachment being added or deleted is marked in
-/// flight, so another request for the same attachment waits for it, while requests for
-/// other attachments proceed; addresses are reserved while their endpoint is in flight,
-/// so two concurrent ADDs never get the same one.
+/// bookkeeping — never across the slow work: a link attach or the release of a live link
+/// (each waits for an RCU grace period under the rtnl lock), a record written or unlinked
+/// (fsyncs). An attachment being added or deleted is marked in flight, so another request
+/// for the same attachment waits for it, while requests for other attachments proceed;
+/// addresses are reserved while their endpoint is in flight, so two concurrent ADDs
+/// never get the same one, and stay registered until their endpoint's datapath and
+/// record are gone.
 pub struct Agent {
     datapath: Box<dyn DatapathOps>,
+    /// The registry's files, written and unlinked without the state lock.
+    store: Store,
     pools: Vec<IpNetwork>,
     uplink: Option<String>,
     state: Mutex<State>,
@@ -83,6 +87,7 @@ impl Agent {
     ) -> Self {
         Agent {
             datapath,
+            store: registry.store(),
             pools,
             uplink,
             state: Mutex::new(State {
@@ -214,13 +219,13 @@ impl Agent {
             ));
         }
         let mut claim = self.claim(&add.id);
-        let mut state = self.state();
         // A repeated ADD for the same attachment replaces the old one (the runtime may
         // retry after a failure we already rolled back, or after a reboot of the pod).
-        // Removing an endpoint is map and pin work only: quick enough to do here.
-        if let Some(old) = state.registry.get(&add.id).cloned() {
-            self.remove_registered(&mut state, &old)?;
+        let old = self.state().registry.get(&add.id).cloned();
+        if let Some(old) = old {
+            self.remove_registered(&old)?;
         }
+        let mut state = self.state();
         // One endpoint per device: a second would attach a second program and map its
         // addresses to a device that carries another pod.
         if let Some(owner) = state
@@ -274,11 +279,16 @@ impl Agent {
         };
         // Attached and mapped, not yet registered, no reply sent: the worst moment to die.
         fault::point("after-attach");
-        let inserted = self.state().registry.insert(endpoint.clone());
-        if let Err(e) = inserted {
-            self.rollback_datapath(&pin_name, &addresses);
-            return Err(internal(e));
-        }
+        // The record without the state lock: the claim keeps everyone else from this
+        // endpoint, and its addresses stay reserved until it is registered.
+        let recorded = match self.store.record(endpoint.clone()) {
+            Ok(recorded) => recorded,
+            Err(e) => {
+                self.rollback_datapath(&pin_name, &addresses);
+                return Err(internal(e));
+            }
+        };
+        self.state().registry.insert(recorded);
         drop(claim);
         tracing::info!(
             endpoint = %endpoint.id,
@@ -335,21 +345,23 @@ impl Agent {
 
     fn del_endpoint(&self, id: &EndpointId) -> ApiResult<()> {
         let _claim = self.claim(id);
-        let mut state = self.state();
-        let Some(endpoint) = state.registry.get(id).cloned() else {
+        let Some(endpoint) = self.state().registry.get(id).cloned() else {
             return Ok(());
         };
-        self.remove_registered(&mut state, &endpoint)
+        self.remove_registered(&endpoint)
     }
 
-    /// Remove a registered endpoint from the datapath, then from the registry (so its
-    /// addresses are only free once nothing uses them). The caller holds its claim.
-    fn remove_registered(&self, state: &mut State, endpoint: &Endpoint) -> ApiResult<()> {
+    /// Remove a registered endpoint from the datapath, then its record, then from the
+    /// registry: its addresses are free only once nothing uses them. The slow parts
+    /// (unpinning a live link waits for an RCU grace period, the unlink for an fsync) run
+    /// without the state lock; the caller holds the endpoint's claim.
+    fn remove_registered(&self, endpoint: &Endpoint) -> ApiResult<()> {
         let addresses = addresses_of(&endpoint.ips).unwrap_or_default();
         self.datapath
             .remove_endpoint(&pin_name(&endpoint.id), &addresses)
             .map_err(internal)?;
-        state.registry.remove(&endpoint.id).map_err(internal)?;
+        let unrecorded = self.store.unrecord(&endpoint.id).map_err(internal)?;
+        self.state().registry.remove(unrecorded);
         tracing::info!(endpoint = %endpoint.id, "endpoint removed");
         Ok(())
     }
@@ -648,6 +660,24 @@ mod tests {
         // The addresses it had are handed out again.
         let ok = agent.add_endpoint(add("c2", "nk2", 12)).unwrap();
         assert_eq!(ok.ips.len(), 2);
+    }
+
+    #[test]
+    fn a_failed_registration_rolls_the_datapath_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, fake) = agent(dir.path(), &[("nk1", 11)]);
+        // The record's temporary file cannot be made where a directory is in the way.
+        let name = crate::endpoint_name::of(&id("c1", "eth0"));
+        let blocker = dir.path().join(format!("endpoint.{name}.json.tmp"));
+        std::fs::create_dir(&blocker).unwrap();
+        let err = agent.add_endpoint(add("c1", "nk1", 11)).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Internal);
+        assert_eq!(agent.endpoint_count(), 0);
+        assert!(fake.with().mapped.is_empty() && fake.with().pins.is_empty());
+        assert!(agent.state().reserved.is_empty() && agent.state().in_flight.is_empty());
+        std::fs::remove_dir(&blocker).unwrap();
+        agent.add_endpoint(add("c1", "nk1", 11)).unwrap();
+        assert_eq!(Registry::load(dir.path(), &[]).unwrap().len(), 1);
     }
 
     #[test]

@@ -112,33 +112,62 @@ impl Registry {
         self.len() == 0
     }
 
-    /// Record (or replace) an endpoint durably before returning: its record file is
-    /// written and renamed into place, two fsyncs whatever the number of endpoints.
-    pub fn insert(&mut self, endpoint: Endpoint) -> Result<()> {
+    /// The registry's files, for the slow half of a change — writing or unlinking a
+    /// record, fsyncs included — done without holding the registry.
+    pub fn store(&self) -> Store {
+        Store {
+            records: self.records.clone(),
+        }
+    }
+
+    /// Register (or replace) an endpoint whose record is durable.
+    pub fn insert(&mut self, recorded: Recorded) {
+        let Recorded(endpoint) = recorded;
+        self.endpoints.insert(endpoint.id.clone(), endpoint);
+    }
+
+    /// Forget an endpoint whose record is gone. Returns what was there.
+    pub fn remove(&mut self, unrecorded: Unrecorded) -> Option<Endpoint> {
+        self.endpoints.remove(&unrecorded.0)
+    }
+}
+
+/// Writes and unlinks records: the disk half of a registry change. Each record is a file
+/// of its own, so changes to different endpoints need no common lock; the caller keeps
+/// anyone else from changing the same endpoint meanwhile (the service's claim).
+#[derive(Clone)]
+pub struct Store {
+    records: Records,
+}
+
+/// An endpoint whose record is durable, to be registered ([`Registry::insert`]).
+pub struct Recorded(Endpoint);
+
+/// An endpoint whose record is gone, to be forgotten ([`Registry::remove`]).
+pub struct Unrecorded(EndpointId);
+
+impl Store {
+    /// Write the record of `endpoint`, which is not registered (replace a registered
+    /// endpoint by removing it first), and make it durable: the record file, then its
+    /// rename — two fsyncs whatever the number of endpoints. A failed write leaves no
+    /// record of it behind.
+    pub fn record(&self, endpoint: Endpoint) -> Result<Recorded> {
         if let Err(e) = self.records.write(&endpoint) {
             // The rename may have happened before the failure (a failed directory
-            // fsync): put back what memory holds, so that a restart agrees with it.
-            let undo = match self.endpoints.get(&endpoint.id) {
-                Some(previous) => self.records.write(previous),
-                None => self.records.remove(&endpoint.id),
-            };
-            if let Err(undo) = undo {
-                tracing::warn!(endpoint = %endpoint.id, error = %undo, "cannot restore the endpoint's previous record");
+            // fsync): a restart must not find an endpoint the agent refused.
+            if let Err(undo) = self.records.remove(&endpoint.id) {
+                tracing::warn!(endpoint = %endpoint.id, error = %undo, "cannot remove the record of a failed registration");
             }
             return Err(e);
         }
-        self.endpoints.insert(endpoint.id.clone(), endpoint);
-        Ok(())
+        Ok(Recorded(endpoint))
     }
 
-    /// Forget an endpoint durably (its record unlinked, one fsync). Returns what was
-    /// there. On an error it stays registered: a retry removes it.
-    pub fn remove(&mut self, id: &EndpointId) -> Result<Option<Endpoint>> {
-        if !self.endpoints.contains_key(id) {
-            return Ok(None);
-        }
+    /// Unlink the record of `id` and make that durable (one fsync). On an error the
+    /// endpoint stays registered: a retry removes it.
+    pub fn unrecord(&self, id: &EndpointId) -> Result<Unrecorded> {
         self.records.remove(id)?;
-        Ok(self.endpoints.remove(id))
+        Ok(Unrecorded(id.clone()))
     }
 }
 
@@ -172,6 +201,19 @@ pub(super) mod tests {
         crate::endpoint_name::of(&endpoint(container).id)
     }
 
+    /// Register `endpoint` as the service does: its record, then the registry.
+    pub fn add(reg: &mut Registry, endpoint: Endpoint) -> Result<()> {
+        let recorded = reg.store().record(endpoint)?;
+        reg.insert(recorded);
+        Ok(())
+    }
+
+    /// Forget `container`'s endpoint as the service does.
+    pub fn forget(reg: &mut Registry, container: &str) -> Result<Option<Endpoint>> {
+        let unrecorded = reg.store().unrecord(&endpoint(container).id)?;
+        Ok(reg.remove(unrecorded))
+    }
+
     pub fn record_names(dir: &Path) -> Vec<String> {
         let mut names = Records::new(dir).names().unwrap();
         names.sort();
@@ -193,12 +235,13 @@ pub(super) mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         let mut reg = Registry::load(dir, &[]).unwrap();
-        reg.insert(endpoint("a")).unwrap();
-        reg.insert(endpoint("b")).unwrap();
+        add(&mut reg, endpoint("a")).unwrap();
+        add(&mut reg, endpoint("b")).unwrap();
         let mut changed = endpoint("b");
         changed.host_ifindex = 8;
-        reg.insert(changed.clone()).unwrap();
-        reg.remove(&endpoint("a").id).unwrap();
+        forget(&mut reg, "b").unwrap();
+        add(&mut reg, changed.clone()).unwrap();
+        forget(&mut reg, "a").unwrap();
         let again = Registry::load(dir, &[]).unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(again.get(&endpoint("b").id), Some(&changed));
@@ -212,18 +255,15 @@ pub(super) mod tests {
         let mut reg = Registry::load(tmp.path(), &[]).unwrap();
         for n in 0..50 {
             let (fsyncs, inserted) =
-                durable::counting::fsyncs(|| reg.insert(endpoint(&format!("c{n}"))));
+                durable::counting::fsyncs(|| add(&mut reg, endpoint(&format!("c{n}"))));
             inserted.unwrap();
             // The record file, then the directory for its rename.
             assert_eq!(fsyncs, 2, "insert with {n} endpoints registered");
         }
-        let (fsyncs, removed) = durable::counting::fsyncs(|| reg.remove(&endpoint("c7").id));
+        let (fsyncs, removed) = durable::counting::fsyncs(|| forget(&mut reg, "c7"));
         assert!(removed.unwrap().is_some());
         // The directory, for the unlink.
         assert_eq!(fsyncs, 1);
-        let (fsyncs, removed) = durable::counting::fsyncs(|| reg.remove(&endpoint("c7").id));
-        assert!(removed.unwrap().is_none());
-        assert_eq!(fsyncs, 0, "removing what is not there touches nothing");
     }
 
     #[test]
@@ -231,7 +271,7 @@ pub(super) mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         let mut reg = Registry::load(dir, &[]).unwrap();
-        reg.insert(endpoint("a")).unwrap();
+        add(&mut reg, endpoint("a")).unwrap();
         // A crash between creating the replacement and renaming it over the record,
         // and one in the first write of a record that never made it.
         let a = dir.join(format!("endpoint.{}.json", name("a")));
@@ -255,7 +295,7 @@ pub(super) mod tests {
         let dir = tmp.path();
         let mut reg = Registry::load(dir, &[]).unwrap();
         for c in ["a", "b", "c"] {
-            reg.insert(endpoint(c)).unwrap();
+            add(&mut reg, endpoint(c)).unwrap();
         }
         let b = dir.join(format!("endpoint.{}.json", name("b")));
         std::fs::write(&b, b"{not json").unwrap();
@@ -284,10 +324,10 @@ pub(super) mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         let mut reg = Registry::load(dir, &[]).unwrap();
-        reg.insert(endpoint("a")).unwrap();
+        add(&mut reg, endpoint("a")).unwrap();
         // The temporary file cannot be created where a directory is in the way.
         std::fs::create_dir(dir.join(format!("endpoint.{}.json.tmp", name("b")))).unwrap();
-        assert!(reg.insert(endpoint("b")).is_err());
+        assert!(add(&mut reg, endpoint("b")).is_err());
         assert!(reg.get(&endpoint("b").id).is_none());
         assert_eq!(record_names(dir), [name("a")]);
     }

@@ -16,6 +16,7 @@ const SUFFIX: &str = ".json";
 /// Appended to a record that cannot be loaded: kept for inspection, never read again.
 const SET_ASIDE: &str = ".corrupt";
 
+#[derive(Clone)]
 pub struct Records {
     dir: PathBuf,
 }
