@@ -88,8 +88,8 @@ http_hostname() { # from-pod url expected
     [ "$got" = "$3" ] || { echo "got '$got' from $2, wanted '$3'"; return 1; }
 }
 counters_of() { in_agent "$1" netkit-agent stats --json; }
-counter() { # node name
-    counters_of "$1" | tr '{' '\n' | grep "\"name\":\"$2\"" | grep -oE '"value":[0-9]+' | cut -d: -f2
+counter() { # node name: one value of `netkit-agent stats --json` ({"name": value, ...})
+    counters_of "$1" | grep -oE "\"$2\": *[0-9]+" | grep -oE '[0-9]+$'
 }
 counter_positive() { local v; v="$(counter "$1" "$2")"; echo "$1 $2 = ${v:-missing}"; [ "${v:-0}" -gt 0 ]; }
 
@@ -130,21 +130,22 @@ check "agent rollout restart during a continuous ping loses nothing" restart_los
 # the host links (nk + 11 hex digits), the pinned per-endpoint programs and the
 # addresses are those of the pods still running there, and the deleted pods' IPs are
 # nowhere.
-pods_on_node() { # node: IPs of running non-host-network pods
+pods_on_node() { # node: IPs of its running pods that are not on the host network
     k get pods -A --field-selector "spec.nodeName=$1,status.phase=Running" \
-        -o jsonpath='{range .items[?(@.spec.hostNetwork!=true)]}{.status.podIP}{"\n"}{end}' | sort
+        -o jsonpath='{range .items[*]}{.spec.hostNetwork}{" "}{.status.podIP}{"\n"}{end}' \
+        | awk '$1 != "true" {print $NF}' | sort
 }
 node_state_matches_pods() { # node
     local node="$1" want links pins eps
     want="$(pods_on_node "$node" | grep -c .)"
-    eps="$(in_agent "$node" netkit-agent endpoints --json | grep -oE '"id":' | wc -l)"
+    eps="$(in_agent "$node" netkit-agent endpoints --json | grep -c '"container_id"')"
     links="$(in_agent "$node" sh -c 'ls /sys/class/net' | grep -cE '^nk[0-9a-f]{11}$')"
     pins="$(in_agent "$node" sh -c 'ls /sys/fs/bpf/netkit/endpoints 2>/dev/null' | grep -c .)"
     echo "$node: running pods $want, endpoints $eps, host links $links, endpoint pins $pins"
     [ "$eps" = "$want" ] && [ "$links" = "$want" ] && [ "$pins" = "$want" ] || return 1
     local ip
     for ip in "$A_IP" "$B_IP"; do
-        if in_agent "$node" netkit-agent endpoints --json | grep -q "\"$ip/"; then
+        if in_agent "$node" netkit-agent endpoints --json | grep -qE "\"$ip(/|\")"; then
             echo "$node still has an endpoint with $ip"; return 1
         fi
     done

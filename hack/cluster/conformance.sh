@@ -12,7 +12,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 REPORT_DIR="${1:?usage: conformance.sh REPORT_DIR}"
 BIN="${E2E_BIN:-$CLUSTER_BIN}"
 [ -x "$BIN/e2e.test" ] || die "no e2e.test in $BIN: run hack/cluster/build.sh"
-: "${KUBECONFIG:?KUBECONFIG must name the cluster's kubeconfig}"
+: "${KUBECONFIG:?KUBECONFIG must name the kubeconfig of the cluster}"
 read -r -a PREFIX <<<"${E2E_PREFIX:-}"
 mkdir -p "$REPORT_DIR"
 
@@ -25,7 +25,7 @@ SKIP='\[Serial\]|\[Disruptive\]|LoadBalancer|\[Feature:.*\]|\[Flaky\]'
 
 # The tests shell out to kubectl: use the one built for this release.
 export PATH="$BIN:$PATH"
-"${PREFIX[@]}" "$BIN/ginkgo" --nodes="${E2E_PARALLEL:-4}" --timeout=90m --no-color \
+"${PREFIX[@]}" "$BIN/ginkgo" --nodes="${E2E_PARALLEL:-4}" --timeout=90m --no-color --silence-skips \
     --focus="$FOCUS" --skip="$SKIP" \
     "$BIN/e2e.test" -- \
     --kubeconfig="$KUBECONFIG" \

@@ -43,15 +43,23 @@ add_busybox() { # rootfs
 }
 
 # The tools the network tests exec in agnhost and the DNS prober images: curl, dig,
-# netcat-openbsd's nc (the flags they pass are its), getent, ip.
+# netcat-openbsd's nc (the flags they pass, -u among them, are its), getent, ip. The
+# shell is dash, as /bin/sh: Debian's static busybox sh runs its own applets ahead of
+# PATH, so `nc` in a test's script would be busybox's, which has no -u.
 add_network_tools() { # rootfs
-    local rootfs="$1" tool
+    local rootfs="$1" tool real
     for tool in /usr/bin/curl /usr/bin/dig /usr/bin/nslookup /usr/bin/host /bin/nc.openbsd \
-        /usr/bin/getent /bin/ip /usr/bin/bash; do
-        add_host_binary "$rootfs" "$(readlink -f "$tool")"
+        /usr/bin/getent /bin/ip /usr/bin/bash /usr/bin/dash; do
+        real="$(readlink -f "$tool")"
+        add_host_binary "$rootfs" "$real"
+        # The name the scripts use, first on PATH (/usr/bin before /bin, where busybox's
+        # applet of the same name may be).
+        [ "$(basename "$tool")" = "$(basename "$real")" ] || ln -sf "$real" "$rootfs/usr/bin/$(basename "$tool")"
     done
-    ln -sf /bin/nc.openbsd "$rootfs/usr/bin/nc"; rm -f "$rootfs/bin/nc"; ln -s /bin/nc.openbsd "$rootfs/bin/nc"
-    ln -sf /usr/bin/bash "$rootfs/bin/bash"
+    ln -sf /usr/bin/nc.openbsd "$rootfs/usr/bin/nc"
+    rm -f "$rootfs/bin/nc" "$rootfs/bin/ip" "$rootfs/bin/sh" "$rootfs/bin/bash"
+    ln -s /usr/bin/dash "$rootfs/bin/sh"
+    ln -s /usr/bin/bash "$rootfs/bin/bash"
     # glibc's dig/getent load NSS modules at run time: files and dns are in libc itself
     # (glibc >= 2.34), nothing more to copy.
 }
