@@ -3,7 +3,6 @@
 //! use — the registry is the record of what is in use — which is what makes a restart
 //! safe: nothing live can be handed out twice.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
@@ -18,10 +17,11 @@ pub enum IpamError {
 
 /// Pick the first free host address of each pool, starting after `hint` when it lies in
 /// the pool (so a just-released address is not reused at once: a slow peer may still
-/// send to it).
+/// send to it). `in_use` answers for one address, so callers keep an index instead of
+/// collecting every address on the node for each allocation.
 pub fn allocate(
     pools: &[IpNetwork],
-    in_use: &HashSet<IpAddr>,
+    in_use: impl Fn(IpAddr) -> bool,
     hints: &[IpAddr],
 ) -> Result<Vec<IpNetwork>, IpamError> {
     if pools.is_empty() {
@@ -31,14 +31,14 @@ pub fn allocate(
         .iter()
         .map(|pool| {
             let hint = hints.iter().copied().find(|h| pool.contains(*h));
-            pick(pool, in_use, hint)
+            pick(pool, &in_use, hint)
                 .and_then(|addr| IpNetwork::new(addr, pool.prefix()).ok())
                 .ok_or(IpamError::Exhausted(*pool))
         })
         .collect()
 }
 
-fn pick(pool: &IpNetwork, in_use: &HashSet<IpAddr>, hint: Option<IpAddr>) -> Option<IpAddr> {
+fn pick(pool: &IpNetwork, in_use: impl Fn(IpAddr) -> bool, hint: Option<IpAddr>) -> Option<IpAddr> {
     let (first, last) = usable_range(pool)?;
     let start = match hint.map(to_u128) {
         Some(h) if h >= first && h < last => h + 1,
@@ -50,7 +50,7 @@ fn pick(pool: &IpNetwork, in_use: &HashSet<IpAddr>, hint: Option<IpAddr>) -> Opt
     (start..=last)
         .chain(first..start)
         .map(|n| from_u128(n, v4))
-        .find(|a| !in_use.contains(a))
+        .find(|a| !in_use(*a))
 }
 
 /// First and last assignable address: IPv4 skips network and broadcast addresses;
@@ -90,6 +90,8 @@ fn from_u128(n: u128, v4: bool) -> IpAddr {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     fn net(s: &str) -> IpNetwork {
@@ -98,12 +100,7 @@ mod tests {
 
     #[test]
     fn dual_stack_gets_one_address_per_pool() {
-        let got = allocate(
-            &[net("10.1.0.0/24"), net("fd00:1::/64")],
-            &HashSet::new(),
-            &[],
-        )
-        .unwrap();
+        let got = allocate(&[net("10.1.0.0/24"), net("fd00:1::/64")], |_| false, &[]).unwrap();
         assert_eq!(got, vec![net("10.1.0.1/24"), net("fd00:1::1/64")]);
     }
 
@@ -112,13 +109,13 @@ mod tests {
         let pool = net("10.1.0.0/30"); // .1 and .2 usable
         let used: HashSet<IpAddr> = ["10.1.0.1".parse().unwrap()].into();
         assert_eq!(
-            allocate(&[pool], &used, &[]).unwrap(),
+            allocate(&[pool], |a| used.contains(&a), &[]).unwrap(),
             vec![net("10.1.0.2/30")]
         );
         let used: HashSet<IpAddr> =
             ["10.1.0.1".parse().unwrap(), "10.1.0.2".parse().unwrap()].into();
         assert_eq!(
-            allocate(&[pool], &used, &[]),
+            allocate(&[pool], |a| used.contains(&a), &[]),
             Err(IpamError::Exhausted(pool))
         );
     }
@@ -128,18 +125,18 @@ mod tests {
         let pool = net("10.1.0.0/29"); // .1 ..= .6
         let hint = ["10.1.0.6".parse().unwrap()];
         assert_eq!(
-            allocate(&[pool], &HashSet::new(), &hint).unwrap(),
+            allocate(&[pool], |_| false, &hint).unwrap(),
             vec![net("10.1.0.1/29")]
         );
         let hint = ["10.1.0.3".parse().unwrap()];
         assert_eq!(
-            allocate(&[pool], &HashSet::new(), &hint).unwrap(),
+            allocate(&[pool], |_| false, &hint).unwrap(),
             vec![net("10.1.0.4/29")]
         );
     }
 
     #[test]
     fn no_pools_is_an_error() {
-        assert_eq!(allocate(&[], &HashSet::new(), &[]), Err(IpamError::NoPools));
+        assert_eq!(allocate(&[], |_| false, &[]), Err(IpamError::NoPools));
     }
 }

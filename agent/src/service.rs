@@ -230,14 +230,14 @@ impl Agent {
         // addresses to a device that carries another pod.
         if let Some(owner) = state
             .registry
-            .all()
-            .find(|e| e.host_ifindex == add.host_ifindex && e.id != add.id)
+            .device_owner(add.host_ifindex)
+            .filter(|owner| **owner != add.id)
         {
             return Err(ApiError::new(
                 ErrorKind::Conflict,
                 format!(
                     "{} (ifindex {}) already carries endpoint {}",
-                    add.host_ifname, add.host_ifindex, owner.id
+                    add.host_ifname, add.host_ifindex, owner
                 ),
             ));
         }
@@ -320,15 +320,10 @@ impl Agent {
     }
 
     fn allocate(&self, state: &State) -> ApiResult<Vec<IpConfig>> {
-        let in_use: HashSet<IpAddr> = state
-            .registry
-            .all()
-            .flat_map(|e| e.ips.iter())
-            .filter_map(|ip| netkit_api::parse_cidr(&ip.address).map(|(a, _)| a))
-            .chain(state.reserved.iter().copied())
-            .collect();
+        let in_use =
+            |a: IpAddr| state.registry.address_owner(&a).is_some() || state.reserved.contains(&a);
         let chosen =
-            ipam::allocate(&self.pools, &in_use, &state.last_allocated).map_err(|e| match e {
+            ipam::allocate(&self.pools, in_use, &state.last_allocated).map_err(|e| match e {
                 ipam::IpamError::Exhausted(_) => {
                     ApiError::new(ErrorKind::PoolExhausted, e.to_string())
                 }
@@ -443,16 +438,12 @@ fn refuse_addresses_in_use(state: &State, id: &EndpointId, addresses: &[IpAddr])
             format!("address {a} is being given to another endpoint"),
         ));
     }
-    for other in state.registry.all().filter(|e| &e.id != id) {
-        for ip in &other.ips {
-            if let Some((a, _)) = netkit_api::parse_cidr(&ip.address)
-                && addresses.contains(&a)
-            {
-                return Err(ApiError::new(
-                    ErrorKind::Conflict,
-                    format!("address {a} already belongs to endpoint {}", other.id),
-                ));
-            }
+    for a in addresses {
+        if let Some(owner) = state.registry.address_owner(a).filter(|owner| *owner != id) {
+            return Err(ApiError::new(
+                ErrorKind::Conflict,
+                format!("address {a} already belongs to endpoint {owner}"),
+            ));
         }
     }
     Ok(())
@@ -721,6 +712,22 @@ mod tests {
         // The same attachment again replaces itself.
         agent.add_endpoint(add("c1", "nk1", 11)).unwrap();
         assert_eq!(agent.endpoint_count(), 1);
+    }
+
+    #[test]
+    fn an_address_belongs_to_one_endpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, _) = agent(dir.path(), &[("nk1", 11), ("nk2", 12)]);
+        let first = agent.add_endpoint(add("c1", "nk1", 11)).unwrap();
+        // Delegated IPAM handing out an address an endpoint holds.
+        let mut again = add("c2", "nk2", 12);
+        again.ips = vec![first.ips[0].clone()];
+        let err = agent.add_endpoint(again.clone()).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Conflict);
+        assert!(err.message.contains("c1"), "{}", err.message);
+        // Free once its endpoint is gone.
+        agent.del_endpoint(&id("c1", "eth0")).unwrap();
+        agent.add_endpoint(again).unwrap();
     }
 
     #[test]

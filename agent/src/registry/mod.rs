@@ -12,7 +12,8 @@ mod durable;
 mod records;
 mod upgrade;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use netkit_api::{Endpoint, EndpointId};
@@ -45,6 +46,10 @@ type Result<T> = std::result::Result<T, RegistryError>;
 pub struct Registry {
     records: Records,
     endpoints: BTreeMap<EndpointId, Endpoint>,
+    /// Who holds each registered address and each device: what built-in IPAM and the
+    /// one-endpoint-per-device rule ask on every ADD, answered without a walk.
+    addresses: HashMap<IpAddr, EndpointId>,
+    devices: HashMap<u32, EndpointId>,
 }
 
 impl Registry {
@@ -69,12 +74,16 @@ impl Registry {
             );
         }
         upgrade::migrate(state_dir, &records, pinned)?;
-        let mut endpoints = BTreeMap::new();
+        let mut registry = Registry {
+            records,
+            endpoints: BTreeMap::new(),
+            addresses: HashMap::new(),
+            devices: HashMap::new(),
+        };
+        let records = registry.records.clone();
         for name in records.names()? {
             match records.read(&name) {
-                Ok(Some(endpoint)) => {
-                    endpoints.insert(endpoint.id.clone(), endpoint);
-                }
+                Ok(Some(endpoint)) => registry.add(endpoint),
                 // Removed since it was listed: nobody else writes here, but no matter.
                 Ok(None) => {}
                 // Records are replaced atomically, so this is damage from outside (the
@@ -93,11 +102,21 @@ impl Registry {
                 Err(e) => return Err(e),
             }
         }
-        Ok(Registry { records, endpoints })
+        Ok(registry)
     }
 
     pub fn get(&self, id: &EndpointId) -> Option<&Endpoint> {
         self.endpoints.get(id)
+    }
+
+    /// The endpoint that holds `addr`, if a registered one does.
+    pub fn address_owner(&self, addr: &IpAddr) -> Option<&EndpointId> {
+        self.addresses.get(addr)
+    }
+
+    /// The endpoint on host device `ifindex`, if a registered one is.
+    pub fn device_owner(&self, ifindex: u32) -> Option<&EndpointId> {
+        self.devices.get(&ifindex)
     }
 
     pub fn all(&self) -> impl Iterator<Item = &Endpoint> {
@@ -122,14 +141,48 @@ impl Registry {
 
     /// Register (or replace) an endpoint whose record is durable.
     pub fn insert(&mut self, recorded: Recorded) {
-        let Recorded(endpoint) = recorded;
-        self.endpoints.insert(endpoint.id.clone(), endpoint);
+        self.add(recorded.0);
     }
 
     /// Forget an endpoint whose record is gone. Returns what was there.
     pub fn remove(&mut self, unrecorded: Unrecorded) -> Option<Endpoint> {
-        self.endpoints.remove(&unrecorded.0)
+        let removed = self.endpoints.remove(&unrecorded.0)?;
+        self.unindex(&removed);
+        Some(removed)
     }
+
+    fn add(&mut self, endpoint: Endpoint) {
+        if let Some(previous) = self.endpoints.remove(&endpoint.id) {
+            self.unindex(&previous);
+        }
+        for addr in addresses(&endpoint) {
+            self.addresses.insert(addr, endpoint.id.clone());
+        }
+        self.devices
+            .insert(endpoint.host_ifindex, endpoint.id.clone());
+        self.endpoints.insert(endpoint.id.clone(), endpoint);
+    }
+
+    /// Drop `endpoint`'s index entries (only its own: an entry another endpoint took
+    /// over stays).
+    fn unindex(&mut self, endpoint: &Endpoint) {
+        for addr in addresses(endpoint) {
+            if self.addresses.get(&addr) == Some(&endpoint.id) {
+                self.addresses.remove(&addr);
+            }
+        }
+        if self.devices.get(&endpoint.host_ifindex) == Some(&endpoint.id) {
+            self.devices.remove(&endpoint.host_ifindex);
+        }
+    }
+}
+
+/// The addresses an endpoint holds (its `ips` parse: the service checks them on ADD).
+fn addresses(endpoint: &Endpoint) -> impl Iterator<Item = IpAddr> + '_ {
+    endpoint
+        .ips
+        .iter()
+        .filter_map(|ip| netkit_api::parse_cidr(&ip.address).map(|(addr, _)| addr))
 }
 
 /// Writes and unlinks records: the disk half of a registry change. Each record is a file
@@ -247,6 +300,30 @@ pub(super) mod tests {
         assert_eq!(again.get(&endpoint("b").id), Some(&changed));
         // One record per endpoint is all there is.
         assert_eq!(files(dir), [format!("endpoint.{}.json", name("b"))]);
+    }
+
+    #[test]
+    fn addresses_and_devices_are_indexed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let mut reg = Registry::load(dir, &[]).unwrap();
+        let mut b = endpoint("b");
+        b.host_ifindex = 8;
+        b.ips[0].address = "10.0.0.3/24".into();
+        add(&mut reg, endpoint("a")).unwrap();
+        add(&mut reg, b).unwrap();
+        let a = endpoint("a").id;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(reg.address_owner(&ip("10.0.0.2")), Some(&a));
+        assert_eq!(reg.device_owner(7), Some(&a));
+        assert_eq!(reg.device_owner(8), Some(&endpoint("b").id));
+        // A reload indexes what it reads.
+        let mut reg = Registry::load(dir, &[]).unwrap();
+        assert_eq!(reg.address_owner(&ip("10.0.0.3")), Some(&endpoint("b").id));
+        forget(&mut reg, "a").unwrap();
+        assert_eq!(reg.address_owner(&ip("10.0.0.2")), None);
+        assert_eq!(reg.device_owner(7), None);
+        assert_eq!(reg.device_owner(8), Some(&endpoint("b").id));
     }
 
     #[test]
