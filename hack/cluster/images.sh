@@ -75,10 +75,20 @@ oci_image "$COREDNS_IMAGE" "$r" '["/coredns"]' "$OUT/coredns.tar"
 r="$WORK/busybox"; add_busybox "$r"
 oci_image "$BUSYBOX_IMAGE" "$r" '["/bin/sh"]' "$OUT/busybox.tar"
 
-# agnhost: the upstream image is alpine with these tools and /agnhost as entry point.
+# agnhost: the same content as the upstream image (its Dockerfile in the Kubernetes
+# module): these tools, /agnhost (and agnhost-2), the porter's TLS key pair in the
+# working directory, CoreDNS at /coredns, /uploads, the user and groups the security
+# context tests look for; entry point /agnhost, default command `pause`.
+K8S_SRC="$GOMODCACHE/k8s.io/kubernetes@$K8S_VERSION"
 r="$WORK/agnhost"; add_busybox "$r"; add_network_tools "$r"
 install -D -m 0755 "$BIN/agnhost" "$r/agnhost"
-oci_image "$AGNHOST_IMAGE" "$r" '["/agnhost"]' "$OUT/agnhost.tar"
+ln -s agnhost "$r/agnhost-2"
+install -m 0644 "$K8S_SRC/test/images/agnhost/porter/localhost.crt" "$K8S_SRC/test/images/agnhost/porter/localhost.key" "$r/"
+install -m 0755 "$BIN/coredns" "$r/coredns"
+mkdir -p "$r/uploads"
+echo "user-defined-in-image:x:1000:1000::/home/user-defined-in-image:/bin/sh" >>"$r/etc/passwd"
+printf 'user-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n' >>"$r/etc/group"
+oci_image "$AGNHOST_IMAGE" "$r" '["/agnhost"]' "$OUT/agnhost.tar" '["pause"]'
 
 # The DNS tests' second prober ("jessie"): dig and getent, run from sh.
 r="$WORK/dnsutils"; add_busybox "$r"; add_network_tools "$r"

@@ -48,6 +48,9 @@ phase "our checks"
 checks_status=0
 KUBECTL="$CLUSTER_DIR/kubectl.sh" "$CLUSTER_DIR/checks.sh" || checks_status=$?
 
+phase "pod start as the kubelet sees it (30 pods at once)"
+KUBECTL="$CLUSTER_DIR/kubectl.sh" "$CLUSTER_DIR/pod-start.sh" 30 | tee "$OUT/pod-start.txt" || true
+
 phase "upstream sig-network conformance"
 conformance_status=0
 E2E_PREFIX="ip netns exec $NKC_CP_NS" KUBECONFIG="$NKC_KUBECONFIG" \
