@@ -14,6 +14,12 @@ NS="netkit-checks-$$"
 AGENT_SELECTOR="app.kubernetes.io/name=netkit-agent"
 passed=0; failed=0; failures=()
 
+skipped=0
+# check6 NAME COMMAND...: an IPv6 check, skipped (and counted as such) where the cluster
+# is not dual-stack.
+check6() {
+    if [ -n "$B_IP6" ]; then check "$@"; else skipped=$((skipped + 1)); echo "SKIP  $1 (the cluster is not dual-stack)"; fi
+}
 check() { # name command...
     local name="$1"; shift
     local out
@@ -70,6 +76,8 @@ kind: Service
 metadata: {name: to-b-nodeport}
 spec:
   type: NodePort
+  # Both families where the cluster has them (the IPv6 NodePort check), else IPv4.
+  ipFamilyPolicy: PreferDualStack
   selector: {app: server-b}
   ports: [{port: 80, targetPort: 8080}]
 EOF
@@ -77,6 +85,24 @@ k -n "$NS" wait --for=condition=Ready pod --all --timeout=120s >/dev/null \
     || { k -n "$NS" describe pods; exit 1; }
 
 A_IP="$(pod_ip server-a)"; B_IP="$(pod_ip server-b)"
+# The pods' IPv6 addresses where the cluster is dual-stack (empty where it is not).
+pod_ip6() { k -n "$NS" get pod "$1" -o jsonpath='{.status.podIPs[*].ip}' | tr ' ' '\n' | grep : | head -n1; }
+node_internal_ip6() { k get node "$1" -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}' | tr ' ' '\n' | grep : | head -n1; }
+A_IP6="$(pod_ip6 server-a)"; B_IP6="$(pod_ip6 server-b)"
+NODE_A_IP6="$(node_internal_ip6 "${NODES[0]}")"
+if [ -n "$B_IP6" ]; then
+    k -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: to-b-v6}
+spec:
+  ipFamilyPolicy: SingleStack
+  ipFamilies: [IPv6]
+  selector: {app: server-b}
+  ports: [{port: 80, targetPort: 8080}]
+EOF
+    CLUSTER_IP6="$(k -n "$NS" get svc to-b-v6 -o jsonpath='{.spec.clusterIP}')"
+fi
 NODE_A_IP="$(node_internal_ip "${NODES[0]}")"; NODE_B_IP="$(node_internal_ip "${NODES[1]}")"
 CLUSTER_IP="$(k -n "$NS" get svc to-b -o jsonpath='{.spec.clusterIP}')"
 NODE_PORT="$(k -n "$NS" get svc to-b-nodeport -o jsonpath='{.spec.ports[0].nodePort}')"
@@ -101,6 +127,12 @@ check "pod -> the other node" exec_in server-a ping -c 3 -W 2 "$NODE_B_IP"
 check "pod -> ClusterIP service (backend on another node)" http_hostname server-a "http://$CLUSTER_IP/hostname" server-b
 check "pod -> NodePort on its own node" http_hostname server-a "http://$NODE_A_IP:$NODE_PORT/hostname" server-b
 check "pod -> NodePort on the other node" http_hostname server-a "http://$NODE_B_IP:$NODE_PORT/hostname" server-b
+check6 "IPv6: pod -> pod on another node, ICMP" exec_in server-a ping -c 3 -W 2 "$B_IP6"
+check6 "IPv6: pod -> pod on another node, TCP" http_hostname server-a "http://[$B_IP6]:8080/hostname" server-b
+check6 "IPv6: pod -> pod on another node, back, TCP" http_hostname server-b "http://[$A_IP6]:8080/hostname" server-a
+check6 "IPv6: pod -> its own node" exec_in server-a ping -c 3 -W 2 "$NODE_A_IP6"
+check6 "IPv6: pod -> ClusterIP service (backend on another node)" http_hostname server-a "http://[${CLUSTER_IP6:-}]/hostname" server-b
+check6 "IPv6: pod -> NodePort on its own node" http_hostname server-a "http://[$NODE_A_IP6]:$NODE_PORT/hostname" server-b
 check "fast path ran: redirect_peer into pods on ${NODES[1]}" counter_positive "${NODES[1]}" redirect_peer
 fib_or_neigh() {
     local fib neigh
@@ -144,7 +176,7 @@ node_state_matches_pods() { # node
     echo "$node: running pods $want, endpoints $eps, host links $links, endpoint pins $pins"
     [ "$eps" = "$want" ] && [ "$links" = "$want" ] && [ "$pins" = "$want" ] || return 1
     local ip
-    for ip in "$A_IP" "$B_IP"; do
+    for ip in "$A_IP" "$B_IP" $A_IP6 $B_IP6; do
         if in_agent "$node" netkit-agent endpoints --json | grep -qE "\"$ip(/|\")"; then
             echo "$node still has an endpoint with $ip"; return 1
         fi
@@ -163,5 +195,5 @@ check "deleting pods leaves no link, address, endpoint or pin on either node" de
 
 echo "checks: $passed passed, $failed failed${failures[*]:+ (${failures[*]})}"
 # The line hack/test.sh counts, in cargo's format.
-echo "test result: $([ "$failed" = 0 ] && echo ok || echo FAILED). $passed passed; $failed failed; 0 ignored (our cluster checks)"
+echo "test result: $([ "$failed" = 0 ] && echo ok || echo FAILED). $passed passed; $failed failed; $skipped ignored (our cluster checks)"
 exit "$failed"

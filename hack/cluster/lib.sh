@@ -46,10 +46,13 @@ NKC_DIR="${NKC_DIR:-/var/lib/netkit-cluster}"
 NKC_CP_NS=nkc-cp
 NKC_BRIDGE=nkc-br
 NKC_NODES=(node-a node-b)
+# Dual-stack: IPv4 first (the primary family of nodes, pods and Services), IPv6 second.
 NKC_CP_V4=198.19.0.1
+NKC_CP_V6=fd00:6e6b:c::1
 NKC_NODE_V4_PREFIX=198.19.0.
-NKC_CLUSTER_CIDR=10.244.0.0/16
-NKC_SERVICE_CIDR=10.96.0.0/16
+NKC_NODE_V6_PREFIX=fd00:6e6b:c::
+NKC_CLUSTER_CIDR=10.244.0.0/16,fd00:6e6b:244::/56
+NKC_SERVICE_CIDR=10.96.0.0/16,fd00:6e6b:96::/112
 NKC_API_SERVICE_IP=10.96.0.1
 NKC_DNS_SERVICE_IP=10.96.0.10
 NKC_KUBECONFIG="$NKC_DIR/admin.kubeconfig"
@@ -57,6 +60,7 @@ NKC_KUBECONFIG="$NKC_DIR/admin.kubeconfig"
 node_ns() { echo "nkc-$1"; }
 node_index() { local i; for i in "${!NKC_NODES[@]}"; do [ "${NKC_NODES[$i]}" = "$1" ] && { echo "$i"; return; }; done; return 1; }
 node_ip() { echo "$NKC_NODE_V4_PREFIX$((11 + $(node_index "$1")))"; }
+node_ip6() { echo "$NKC_NODE_V6_PREFIX$((11 + $(node_index "$1")))"; }
 node_dir() { echo "$NKC_DIR/nodes/$1"; }
 node_mnt() { echo "$NKC_DIR/ns/$1.mnt"; }
 # Run a command inside node $1: its network and mount namespaces.

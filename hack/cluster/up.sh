@@ -4,7 +4,8 @@
 #
 # Layout (all names fixed, one cluster per machine; down.sh removes it, and a previous
 # run's leftovers before this starts):
-# - namespace nkc-cp: the "wire" bridge nkc-br (198.19.0.1/24) and the control plane:
+# - namespace nkc-cp: the "wire" bridge nkc-br (198.19.0.1/24, fd00:6e6b:c::1/64) and
+#   the control plane (the cluster is dual-stack, IPv4 first):
 #   etcd on loopback, kube-apiserver on :6443, controller-manager (allocating node pod
 #   CIDRs) and scheduler. It routes each node's pod CIDR to that node, as the underlay
 #   router of a cluster does, so the API server reaches pods (proxy, webhooks).
@@ -81,7 +82,7 @@ make_pki() {
     openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
         -keyout "$PKI/ca.key" -out "$PKI/ca.crt" -days 7 -subj "/CN=netkit-local-ca" 2>/dev/null
     new_cert apiserver kube-apiserver "" server \
-        "IP:$NKC_CP_V4,IP:127.0.0.1,IP:$NKC_API_SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+        "IP:$NKC_CP_V4,IP:$NKC_CP_V6,IP:127.0.0.1,IP:$NKC_API_SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
     new_cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters client
     new_cert admin kubernetes-admin system:masters client
     new_cert controller-manager system:kube-controller-manager "" client
@@ -90,7 +91,7 @@ make_pki() {
     local n
     for n in "${NKC_NODES[@]}"; do
         new_cert "kubelet-$n" "system:node:$n" system:nodes client
-        new_cert "kubelet-serving-$n" "$n" "" server "IP:$(node_ip "$n"),DNS:$n"
+        new_cert "kubelet-serving-$n" "$n" "" server "IP:$(node_ip "$n"),IP:$(node_ip6 "$n"),DNS:$n"
         kubeconfig "$NKC_DIR/cp/kubelet-$n.kubeconfig" "kubelet-$n"
     done
     openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$PKI/sa.key" 2>/dev/null
@@ -124,8 +125,9 @@ make_network() {
     in_cp ip link set lo up
     in_cp ip link add "$NKC_BRIDGE" type bridge
     in_cp ip addr add "$NKC_CP_V4/24" dev "$NKC_BRIDGE"
+    in_cp ip addr add "$NKC_CP_V6/64" dev "$NKC_BRIDGE" nodad
     in_cp ip link set "$NKC_BRIDGE" up
-    in_cp sysctl -qw net.ipv4.ip_forward=1
+    in_cp sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
     local n ns
     for n in "${NKC_NODES[@]}"; do
         ns="$(node_ns "$n")"
@@ -134,10 +136,12 @@ make_network() {
         ip -n "$NKC_CP_NS" link set "wire-$n" master "$NKC_BRIDGE" up
         ip -n "$ns" link set lo up
         ip -n "$ns" addr add "$(node_ip "$n")/24" dev eth0
+        ip -n "$ns" addr add "$(node_ip6 "$n")/64" dev eth0 nodad
         ip -n "$ns" link set eth0 up
-        # The default route picks the uplink the agent attaches to and the kubelet's node IP.
+        # The default routes pick the uplink the agent attaches to.
         ip -n "$ns" route add default via "$NKC_CP_V4"
-        ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1
+        ip -n "$ns" -6 route add default via "$NKC_CP_V6"
+        ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1
     done
 }
 
@@ -173,7 +177,8 @@ start_control_plane() {
         --kubeconfig="$NKC_DIR/cp/controller-manager.kubeconfig" \
         --authentication-kubeconfig="$NKC_DIR/cp/controller-manager.kubeconfig" \
         --authorization-kubeconfig="$NKC_DIR/cp/controller-manager.kubeconfig" \
-        --allocate-node-cidrs=true --cluster-cidr="$NKC_CLUSTER_CIDR" --node-cidr-mask-size=24 \
+        --allocate-node-cidrs=true --cluster-cidr="$NKC_CLUSTER_CIDR" \
+        --node-cidr-mask-size-ipv4=24 --node-cidr-mask-size-ipv6=64 \
         --service-cluster-ip-range="$NKC_SERVICE_CIDR" \
         --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
         --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
@@ -337,22 +342,28 @@ start_node() {
     done
     start "kubelet-$n" "$n" "$BIN/kubelet" --config "$d/kubelet.yaml" \
         --kubeconfig "$NKC_DIR/cp/kubelet-$n.kubeconfig" \
-        --hostname-override "$n" --node-ip "$(node_ip "$n")" --v=1
+        --hostname-override "$n" --node-ip "$(node_ip "$n"),$(node_ip6 "$n")" --v=1
     start "kube-proxy-$n" "$n" "$BIN/kube-proxy" --config "$d/kube-proxy.yaml"
 }
 
 node_registered() { in_cp "$BIN/kubectl" --kubeconfig "$NKC_KUBECONFIG" get node "$1"; }
-node_pod_cidr() { in_cp "$BIN/kubectl" --kubeconfig "$NKC_KUBECONFIG" get node "$1" -o jsonpath='{.spec.podCIDR}'; }
+node_pod_cidrs() { in_cp "$BIN/kubectl" --kubeconfig "$NKC_KUBECONFIG" get node "$1" -o jsonpath='{.spec.podCIDRs[*]}'; }
 
 # The control-plane namespace routes each node's pod CIDR to it, as the underlay router
 # of a routed cluster does: pods answer the API server (proxy, exec streams, webhooks).
+has_pod_cidrs() { [ -n "$(node_pod_cidrs "$1")" ]; }
 route_pod_cidrs() {
-    local n cidr
+    local n cidr cidrs
     for n in "${NKC_NODES[@]}"; do
-        wait_for 60 "pod CIDR of $n" test -n "$(node_pod_cidr "$n")" || true
-        cidr="$(node_pod_cidr "$n")"
-        [ -n "$cidr" ] || die "node $n got no pod CIDR from the controller-manager"
-        in_cp ip route replace "$cidr" via "$(node_ip "$n")"
+        wait_for 60 "pod CIDRs of $n" has_pod_cidrs "$n" || true
+        cidrs="$(node_pod_cidrs "$n")"
+        [ -n "$cidrs" ] || die "node $n got no pod CIDR from the controller-manager"
+        for cidr in $cidrs; do
+            case "$cidr" in
+                *:*) in_cp ip -6 route replace "$cidr" via "$(node_ip6 "$n")" ;;
+                *) in_cp ip route replace "$cidr" via "$(node_ip "$n")" ;;
+            esac
+        done
     done
 }
 
