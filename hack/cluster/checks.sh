@@ -34,7 +34,9 @@ check() { # name command...
 cleanup() { k delete namespace "$NS" --wait=false >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
-mapfile -t NODES < <(k get nodes -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}' | head -n 2)
+# Two worker nodes where there are (kind's control-plane node is tainted), else any two.
+mapfile -t NODES < <(k get nodes -l '!node-role.kubernetes.io/control-plane' -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}' | head -n 2)
+[ "${#NODES[@]}" -ge 2 ] || mapfile -t NODES < <(k get nodes -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}' | head -n 2)
 [ "${#NODES[@]}" -ge 2 ] || { echo "FAIL  need two nodes, have: ${NODES[*]:-none}"; exit 1; }
 node_internal_ip() { k get node "$1" -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}' | awk '{print $1}'; }
 agent_pod() { k -n netkit-system get pods -l "$AGENT_SELECTOR" --field-selector "spec.nodeName=$1" -o jsonpath='{.items[0].metadata.name}'; }
