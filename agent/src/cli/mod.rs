@@ -145,6 +145,13 @@ pub struct ClientArgs {
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    if !matches!(cli.command, Command::Run(_)) {
+        // A client printing into a closed pipe (`netkit-agent endpoints | head`) should
+        // end quietly, as a shell tool does, not panic in println!. Only the client:
+        // Rust ignores SIGPIPE so that the daemon survives peers closing sockets.
+        // SAFETY: setting a signal's disposition to the default, before any thread.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.command {
         Command::Run(args) => run::run(*args).map(|()| ExitCode::SUCCESS),
         Command::Status(args) => client::status(&args),
