@@ -8,8 +8,6 @@
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-read -r -a K <<<"${KUBECTL:-kubectl}"
-k() { "${K[@]}" "$@"; }
 NS="netkit-checks-$$"
 AGENT_SELECTOR="app.kubernetes.io/name=netkit-agent"
 passed=0; failed=0; failures=()

@@ -67,6 +67,11 @@ node_mnt() { echo "$NKC_DIR/ns/$1.mnt"; }
 in_node() { local n="$1"; shift; nsenter --net="/run/netns/$(node_ns "$n")" --mount="$(node_mnt "$n")" -- "$@"; }
 in_cp() { ip netns exec "$NKC_CP_NS" "$@"; }
 
+# k ARGS...: kubectl as the caller chose it, $KUBECTL (a command line: the local tier's
+# hack/cluster/kubectl.sh, or `kubectl --context ...`), default plain kubectl.
+read -r -a KUBECTL_CMD <<<"${KUBECTL:-kubectl}"
+k() { "${KUBECTL_CMD[@]}" "$@"; }
+
 log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 

@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
 # Pod start as the kubelet sees it: create N pods at once (a Deployment spread over the
 # nodes), wait until all run, and read each kubelet's histogram of RunPodSandbox calls
-# (the runtime's sandbox creation, the CNI ADD included) before and after. Prints p50/p99 estimated from the
-# histogram's buckets (linear within a bucket, as Prometheus' histogram_quantile does).
+# (the runtime's sandbox creation, the CNI ADD included) before and after. Prints p50/p99
+# estimated from the histogram's buckets (linear within a bucket, as Prometheus'
+# histogram_quantile does).
 # A measurement, not a test: it fails only when the pods do not start.
 #   KUBECTL=... hack/cluster/pod-start.sh [N]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-read -r -a K <<<"${KUBECTL:-kubectl}"
-k() { "${K[@]}" "$@"; }
 N="${1:-30}"
 NS="netkit-pod-start-$$"
 trap 'k delete namespace "$NS" --wait=false >/dev/null 2>&1 || true' EXIT

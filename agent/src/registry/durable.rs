@@ -22,6 +22,16 @@ fn failed(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Dur
     move |source| DurableError { what, path, source }
 }
 
+/// The content of `path`; `None` when there is no such file (a record or registry that
+/// was never written, or already removed).
+pub fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, DurableError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(failed("reading", path)(source)),
+    }
+}
+
 /// Replace `path` with `bytes`: write a temporary file beside it, fsync it, then rename
 /// it over `path`. The rename is durable only once the directory is synced
 /// ([`sync_dir`]); callers replacing several files in one directory sync it once.

@@ -73,16 +73,8 @@ impl Records {
     /// The record of the endpoint named `name`, `None` when there is none.
     pub fn read(&self, name: &str) -> Result<Option<Endpoint>> {
         let path = self.path(name);
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(RegistryError::Io {
-                    what: "reading",
-                    path,
-                    source,
-                });
-            }
+        let Some(bytes) = durable::read_if_exists(&path)? else {
+            return Ok(None);
         };
         let endpoint: Endpoint =
             serde_json::from_slice(&bytes).map_err(|source| RegistryError::Corrupt {

@@ -31,16 +31,8 @@ struct Stored {
 /// endpoint pin directories. Returns how many endpoints it held (or were restored).
 pub fn migrate(dir: &Path, records: &Records, pinned: &[String]) -> Result<Option<usize>> {
     let path = dir.join(FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(RegistryError::Io {
-                what: "reading",
-                path,
-                source,
-            });
-        }
+    let Some(bytes) = durable::read_if_exists(&path)? else {
+        return Ok(None);
     };
     let (endpoints, corrupt) = match serde_json::from_slice::<Stored>(&bytes) {
         Ok(stored) => (stored.endpoints, false),
