@@ -29,11 +29,16 @@ minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
 # What `kubectl version` and the nodes report; without it they say v0.0.0-master.
 K8S_LDFLAGS="-s -w -X $VERSION_PKG.gitVersion=$K8S_VERSION -X $VERSION_PKG.gitMajor=1 -X $VERSION_PKG.gitMinor=$minor -X $VERSION_PKG.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
 
-timed() { local start; start=$(date +%s); "$@"; log "  $(( $(date +%s) - start )) s: ${*: -1}"; }
+timed() { # what command...
+    local what="$1" start; shift
+    start=$(date +%s)
+    "$@"
+    log "  $what: $(( $(date +%s) - start )) s"
+}
 
-log "building Kubernetes $K8S_VERSION components (cold: tens of minutes on 2 cores)"
+log "building Kubernetes $K8S_VERSION components (cold: about 10 minutes on 2 idle cores)"
 cd "$CLUSTER_DIR/k8s"
-timed go build -trimpath -ldflags "$K8S_LDFLAGS" -o "$CLUSTER_BIN/" \
+timed "Kubernetes components, ginkgo, pause" go build -trimpath -ldflags "$K8S_LDFLAGS" -o "$CLUSTER_BIN/" \
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler \
@@ -43,15 +48,15 @@ timed go build -trimpath -ldflags "$K8S_LDFLAGS" -o "$CLUSTER_BIN/" \
     k8s.io/kubernetes/test/images/agnhost \
     github.com/onsi/ginkgo/v2/ginkgo \
     ./pause
-timed go test -c -trimpath -ldflags "$K8S_LDFLAGS" -o "$CLUSTER_BIN/e2e.test" k8s.io/kubernetes/test/e2e
+timed e2e.test go test -c -trimpath -ldflags "$K8S_LDFLAGS" -o "$CLUSTER_BIN/e2e.test" k8s.io/kubernetes/test/e2e
 
 log "building etcd $ETCD_VERSION"
 cd "$CLUSTER_DIR/etcd"
-timed go build -trimpath -ldflags "-s -w" -o "$CLUSTER_BIN/etcd" .
+timed etcd go build -trimpath -ldflags "-s -w" -o "$CLUSTER_BIN/etcd" .
 
 log "building CoreDNS $COREDNS_VERSION"
 cd "$CLUSTER_DIR/coredns"
-timed go build -trimpath -ldflags "-s -w" -o "$CLUSTER_BIN/coredns" github.com/coredns/coredns
+timed CoreDNS go build -trimpath -ldflags "-s -w" -o "$CLUSTER_BIN/coredns" github.com/coredns/coredns
 
 touch "$CLUSTER_BIN/.complete"
 echo "$CLUSTER_BIN"
