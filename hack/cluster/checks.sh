@@ -114,10 +114,10 @@ http_hostname() { # from-pod url expected
     [ "$got" = "$3" ] || { echo "got '$got' from $2, wanted '$3'"; return 1; }
 }
 counters_of() { in_agent "$1" netkit-agent stats --json; }
-counter() { # node name: one value of `netkit-agent stats --json` ({"name": value, ...})
-    counters_of "$1" | grep -oE "\"$2\": *[0-9]+" | grep -oE '[0-9]+$'
+value_of() { # counters-json name: one value of `netkit-agent stats --json` ({"name": value, ...})
+    grep -oE "\"$2\": *[0-9]+" <<<"$1" | grep -oE '[0-9]+$'
 }
-counter_positive() { local v; v="$(counter "$1" "$2")"; echo "$1 $2 = ${v:-missing}"; [ "${v:-0}" -gt 0 ]; }
+counter_positive() { local v; v="$(value_of "$(counters_of "$1")" "$2")"; echo "$1 $2 = ${v:-missing}"; [ "${v:-0}" -gt 0 ]; }
 
 check "pod -> pod on another node, ICMP" exec_in server-a ping -c 3 -W 2 "$B_IP"
 check "pod -> pod on another node, TCP" http_hostname server-a "http://$B_IP:8080/hostname" server-b
@@ -136,7 +136,8 @@ check6 "IPv6: pod -> NodePort on its own node" http_hostname server-a "http://[$
 check "fast path ran: redirect_peer into pods on ${NODES[1]}" counter_positive "${NODES[1]}" redirect_peer
 fib_or_neigh() {
     local fib neigh
-    fib="$(counter "$1" fib_ok)"; neigh="$(counter "$1" redirect_neigh)"
+    local counters; counters="$(counters_of "$1")"
+    fib="$(value_of "$counters" fib_ok)"; neigh="$(value_of "$counters" redirect_neigh)"
     echo "$1 fib_ok=${fib:-missing} redirect_neigh=${neigh:-missing}"
     [ $(( ${fib:-0} + ${neigh:-0} )) -gt 0 ]
 }
@@ -170,14 +171,15 @@ pods_on_node() { # node: IPs of its running pods that are not on the host networ
 node_state_matches_pods() { # node
     local node="$1" want links pins eps
     want="$(pods_on_node "$node" | grep -c .)"
-    eps="$(in_agent "$node" netkit-agent endpoints --json | grep -c '"container_id"')"
+    local endpoints; endpoints="$(in_agent "$node" netkit-agent endpoints --json)"
+    eps="$(grep -c '"container_id"' <<<"$endpoints")"
     links="$(in_agent "$node" sh -c 'ls /sys/class/net' | grep -cE '^nk[0-9a-f]{11}$')"
     pins="$(in_agent "$node" sh -c 'ls /sys/fs/bpf/netkit/endpoints 2>/dev/null' | grep -c .)"
     echo "$node: running pods $want, endpoints $eps, host links $links, endpoint pins $pins"
     [ "$eps" = "$want" ] && [ "$links" = "$want" ] && [ "$pins" = "$want" ] || return 1
     local ip
     for ip in "$A_IP" "$B_IP" $A_IP6 $B_IP6; do
-        if in_agent "$node" netkit-agent endpoints --json | grep -qE "\"$ip(/|\")"; then
+        if grep -qE "\"$ip(/|\")" <<<"$endpoints"; then
             echo "$node still has an endpoint with $ip"; return 1
         fi
     done

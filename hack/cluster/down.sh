@@ -11,19 +11,21 @@ say() { $quiet || log "$@"; }
 # Every process whose namespace (net or mnt) is one of the rig's, or whose cgroup is
 # under one of the nodes' cgroup roots: daemons, shims, and containers alike.
 rig_pids() {
-    local inodes=() f p
+    local -A rig_ns=()
+    local f p pid ns link ino cgroup
     for f in "$NKC_DIR"/ns/*.mnt /run/netns/nkc-*; do
-        [ -e "$f" ] && inodes+=("$(stat -L -c %i "$f" 2>/dev/null)")
+        [ -e "$f" ] && rig_ns["$(stat -L -c %i "$f" 2>/dev/null)"]=1
     done
     for p in /proc/[0-9]*; do
-        local pid="${p#/proc/}" ns
+        pid="${p#/proc/}"
         [ "$pid" = $$ ] && continue
         for ns in mnt net; do
-            local link; link="$(readlink "$p/ns/$ns" 2>/dev/null)" || continue
-            local ino="${link##*[}"; ino="${ino%]}"
-            if printf '%s\n' "${inodes[@]}" | grep -qx "$ino"; then echo "$pid"; continue 2; fi
+            link="$(readlink "$p/ns/$ns" 2>/dev/null)" || continue
+            ino="${link##*[}"; ino="${ino%]}"
+            if [ -n "${rig_ns[$ino]:-}" ]; then echo "$pid"; continue 2; fi
         done
-        grep -qE ':/nkc-' "$p/cgroup" 2>/dev/null && echo "$pid"
+        cgroup="$(cat "$p/cgroup" 2>/dev/null)" || continue
+        [[ "$cgroup" == *:/nkc-* ]] && echo "$pid"
     done
 }
 

@@ -116,7 +116,6 @@ start() {
     setsid "${prefix[@]}" "$@" </dev/null >"$NKC_DIR/logs/$name.log" 2>&1 &
     echo $! >"$NKC_DIR/pids/$name"
 }
-alive() { kill -0 "$(cat "$NKC_DIR/pids/$1")" 2>/dev/null; }
 fail_with_log() { log "$1 failed; the end of its log:"; tail -n 40 "$NKC_DIR/logs/$1.log" >&2 || true; exit 1; }
 
 # --- network ------------------------------------------------------------------------
@@ -346,8 +345,9 @@ start_node() {
     start "kube-proxy-$n" "$n" "$BIN/kube-proxy" --config "$d/kube-proxy.yaml"
 }
 
-node_registered() { in_cp "$BIN/kubectl" --kubeconfig "$NKC_KUBECONFIG" get node "$1"; }
-node_pod_cidrs() { in_cp "$BIN/kubectl" --kubeconfig "$NKC_KUBECONFIG" get node "$1" -o jsonpath='{.spec.podCIDRs[*]}'; }
+kubectl_local() { in_cp "$BIN/kubectl" --kubeconfig "$NKC_KUBECONFIG" "$@"; }
+node_registered() { kubectl_local get node "$1"; }
+node_pod_cidrs() { kubectl_local get node "$1" -o jsonpath='{.spec.podCIDRs[*]}'; }
 
 # The control-plane namespace routes each node's pod CIDR to it, as the underlay router
 # of a routed cluster does: pods answer the API server (proxy, exec streams, webhooks).
@@ -366,8 +366,6 @@ route_pod_cidrs() {
         done
     done
 }
-
-kubectl_local() { in_cp "$BIN/kubectl" --kubeconfig "$NKC_KUBECONFIG" "$@"; }
 
 main() {
     phase "certificates and network"
