@@ -112,6 +112,16 @@ fn render(agent: Option<&Agent>, ready: bool, node_source: Option<&SourceHealth>
         );
         let _ = writeln!(out, "# TYPE netkit_endpoints gauge");
         let _ = writeln!(out, "netkit_endpoints {}", agent.endpoint_count());
+        let _ = writeln!(
+            out,
+            "# HELP netkit_endpoints_releasing Endpoints deleted whose teardown is under way (their addresses are held until it is done)."
+        );
+        let _ = writeln!(out, "# TYPE netkit_endpoints_releasing gauge");
+        let _ = writeln!(
+            out,
+            "netkit_endpoints_releasing {}",
+            agent.releasing_count()
+        );
     }
     let _ = writeln!(
         out,

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use netkit_api::{ApiError, ErrorKind, Request, Response};
+use netkit_api::{ApiError, EndpointId, ErrorKind, Request, Response};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::{UnixListener, UnixStream};
@@ -68,15 +68,33 @@ pub async fn serve(listener: UnixListener, agent: SharedAgent) {
 
 async fn handle(stream: UnixStream, agent: SharedAgent) -> std::io::Result<()> {
     let (mut read, mut write) = stream.into_split();
-    let response = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut read)).await {
-        Ok(Ok(request)) => answer(&agent, request).await,
-        Ok(Err(refused)) => Response::Error(refused),
-        Err(_) => Response::Error(invalid(format!(
-            "no request within {} s",
-            REQUEST_TIMEOUT.as_secs()
-        ))),
-    };
-    let mut bytes = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
+    let (response, teardown) =
+        match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut read)).await {
+            Ok(Ok(request)) => answer(&agent, request).await,
+            Ok(Err(refused)) => (Response::Error(refused), None),
+            Err(_) => (
+                Response::Error(invalid(format!(
+                    "no request within {} s",
+                    REQUEST_TIMEOUT.as_secs()
+                ))),
+                None,
+            ),
+        };
+    let replied = reply(&mut read, &mut write, &response).await;
+    // Started whether or not the client took its reply: the endpoint is marked releasing
+    // and its teardown must finish either way.
+    if let (Some(id), Some(agent)) = (teardown, agent.agent()) {
+        agent.spawn_teardown(id);
+    }
+    replied
+}
+
+async fn reply(
+    read: &mut OwnedReadHalf,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    response: &Response,
+) -> std::io::Result<()> {
+    let mut bytes = serde_json::to_vec(response).map_err(std::io::Error::other)?;
     bytes.push(b'\n');
     match tokio::time::timeout(REPLY_TIMEOUT, write.write_all(&bytes)).await {
         Ok(written) => written?,
@@ -87,7 +105,7 @@ async fn handle(stream: UnixStream, agent: SharedAgent) -> std::io::Result<()> {
     // would get ECONNRESET instead of the end of the reply it is reading. So whatever
     // is left of a refused (oversized) request is read and dropped first — bounded in
     // time and size, so a client cannot keep the task alive by writing forever.
-    let rest = (&mut read).take(DRAIN_MAX);
+    let rest = read.take(DRAIN_MAX);
     let _ = tokio::time::timeout(
         REPLY_TIMEOUT,
         tokio::io::copy(&mut { rest }, &mut tokio::io::sink()),
@@ -96,31 +114,38 @@ async fn handle(stream: UnixStream, agent: SharedAgent) -> std::io::Result<()> {
     Ok(())
 }
 
-async fn answer(shared: &SharedAgent, request: Request) -> Response {
+/// The reply, and the endpoint whose teardown starts once it is sent.
+async fn answer(shared: &SharedAgent, request: Request) -> (Response, Option<EndpointId>) {
     if request == Request::Status {
-        return Response::Status(shared.status().await);
+        return (Response::Status(shared.status().await), None);
     }
     match shared.agent() {
         // Requests run on blocking threads of their own: one that waits on the kernel
         // (a link attach waits for an RCU grace period) holds up nobody else's.
         Some(agent) => {
             let agent = agent.clone();
-            tokio::task::spawn_blocking(move || agent.handle(request))
+            tokio::task::spawn_blocking(move || agent.handle_deferring(request))
                 .await
                 .unwrap_or_else(|e| {
-                    Response::Error(ApiError::new(
-                        ErrorKind::Internal,
-                        format!("the request's task failed: {e}"),
-                    ))
+                    (
+                        Response::Error(ApiError::new(
+                            ErrorKind::Internal,
+                            format!("the request's task failed: {e}"),
+                        )),
+                        None,
+                    )
                 })
         }
-        None => Response::Error(ApiError::new(
-            ErrorKind::NotReady,
-            shared
-                .readiness()
-                .err()
-                .unwrap_or_else(|| "the datapath is not loaded".to_string()),
-        )),
+        None => (
+            Response::Error(ApiError::new(
+                ErrorKind::NotReady,
+                shared
+                    .readiness()
+                    .err()
+                    .unwrap_or_else(|| "the datapath is not loaded".to_string()),
+            )),
+            None,
+        ),
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use ipnetwork::IpNetwork;
 use netkit_api::{
@@ -28,6 +28,12 @@ use crate::registry::{Registry, Store};
 /// addresses are reserved while their endpoint is in flight, so two concurrent ADDs
 /// never get the same one, and stay registered until their endpoint's datapath and
 /// record are gone.
+///
+/// DEL with `take_link` answers once the endpoint is durably marked releasing, and
+/// tears it down on a thread of its own afterwards (`release_endpoint`,
+/// `finish_release`): deleting a device with programs attached waits for an RCU grace
+/// period under the rtnl lock, which no pod's DEL should wait for. The endpoint stays
+/// registered, addresses and device included, until that teardown is done.
 pub struct Agent {
     datapath: Box<dyn DatapathOps>,
     /// The registry's files, written and unlinked without the state lock.
@@ -145,29 +151,68 @@ impl Agent {
         }
     }
 
+    /// Endpoints in service (releasing ones not counted).
     pub fn endpoint_count(&self) -> usize {
-        self.state().registry.len()
+        let state = self.state();
+        state.registry.len() - state.registry.releasing_count()
     }
 
-    pub fn handle(&self, request: Request) -> Response {
+    /// Endpoints deleted whose teardown is under way.
+    pub fn releasing_count(&self) -> usize {
+        self.state().registry.releasing_count()
+    }
+
+    /// Serve one request, teardowns included (tests; the socket server uses
+    /// [`Agent::handle_deferring`] to start them after its reply is sent).
+    pub fn handle(self: &Arc<Self>, request: Request) -> Response {
+        let (response, teardown) = self.handle_deferring(request);
+        if let Some(id) = teardown {
+            self.spawn_teardown(id);
+        }
+        response
+    }
+
+    /// Serve one request; a DEL that handed over its link also returns the endpoint
+    /// whose teardown the caller starts ([`Agent::spawn_teardown`]) once the reply is
+    /// on its way, so the teardown's netlink work does not delay the reply.
+    pub fn handle_deferring(&self, request: Request) -> (Response, Option<EndpointId>) {
+        let mut teardown = None;
         let result = match request {
             Request::Status => Ok(Response::Status(self.status())),
             Request::AddEndpoint(add) => self.add_endpoint(add).map(Response::Endpoint),
-            Request::DelEndpoint { id } => self.del_endpoint(&id).map(|_| Response::Done),
+            Request::DelEndpoint {
+                id,
+                take_link: false,
+            } => self.del_endpoint(&id).map(|_| Response::Done),
+            Request::DelEndpoint {
+                id,
+                take_link: true,
+            } => self.release_endpoint(&id).map(|taken| {
+                if taken {
+                    teardown = Some(id);
+                    Response::Releasing
+                } else {
+                    Response::Done
+                }
+            }),
+            Request::SettleEndpoint { id } => {
+                self.finish_release(&id);
+                Ok(Response::Done)
+            }
             Request::GetEndpoint { id } => self
                 .state()
                 .registry
-                .get(&id)
+                .get_live(&id)
                 .cloned()
                 .map(Response::Endpoint)
                 .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("no endpoint {id}"))),
             Request::ListEndpoints => Ok(Response::Endpoints {
-                endpoints: self.state().registry.all().cloned().collect(),
+                endpoints: self.state().registry.live().cloned().collect(),
             }),
             Request::Gc { valid } => self.gc(&valid).map(|removed| Response::Removed { removed }),
             Request::Stats => self.counters().map(|counters| Response::Stats { counters }),
         };
-        result.unwrap_or_else(Response::Error)
+        (result.unwrap_or_else(Response::Error), teardown)
     }
 
     pub fn status(&self) -> AgentStatus {
@@ -186,6 +231,7 @@ impl Agent {
                 .unwrap_or_else(PoisonError::into_inner)
                 .clone(),
             remote_routes: self.datapath.remote_route_count(),
+            releasing: self.releasing_count(),
         }
     }
 
@@ -346,11 +392,71 @@ impl Agent {
         self.remove_registered(&endpoint)
     }
 
+    /// The first half of a DEL with `take_link`: take the endpoint out of service and
+    /// mark it releasing, durably (one rename, one fsync). `false`: the agent has no such
+    /// endpoint, and the link (if any) stays the caller's. The teardown itself is
+    /// [`Agent::finish_release`].
+    pub fn release_endpoint(&self, id: &EndpointId) -> ApiResult<bool> {
+        let _claim = self.claim(id);
+        {
+            let state = self.state();
+            if state.registry.get(id).is_none() {
+                return Ok(false);
+            }
+            if state.registry.is_releasing(id) {
+                return Ok(true);
+            }
+        }
+        let marked = self.store.mark_releasing(id).map_err(internal)?;
+        self.state().registry.set_releasing(marked);
+        tracing::info!(endpoint = %id, "endpoint out of service; tearing it down");
+        Ok(true)
+    }
+
+    /// Finish a releasing endpoint's teardown: its link, programs, map entries, record,
+    /// and only then its addresses. A failure leaves it releasing for the next
+    /// reconciliation to retry.
+    pub fn finish_release(&self, id: &EndpointId) {
+        let _claim = self.claim(id);
+        let endpoint = {
+            let state = self.state();
+            match state.registry.get(id) {
+                Some(endpoint) if state.registry.is_releasing(id) => endpoint.clone(),
+                // Finished meanwhile (a GC, a repeated ADD, another teardown).
+                _ => return,
+            }
+        };
+        fault::point("before-teardown");
+        if let Err(e) = self.remove_registered(&endpoint) {
+            tracing::error!(endpoint = %id, error = %e.message, "teardown failed; the next reconciliation retries it");
+        }
+    }
+
+    /// Run [`Agent::finish_release`] on a thread of its own, after the reply.
+    pub fn spawn_teardown(self: &Arc<Self>, id: EndpointId) {
+        let agent = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("teardown".into())
+            .spawn(move || agent.finish_release(&id));
+        if let Err(e) = spawned {
+            // Still releasing: the periodic reconciliation finishes it.
+            tracing::error!(error = %e, "cannot start a teardown thread");
+        }
+    }
+
     /// Remove a registered endpoint from the datapath, then its record, then from the
     /// registry: its addresses are free only once nothing uses them. The slow parts
     /// (unpinning a live link waits for an RCU grace period, the unlink for an fsync) run
     /// without the state lock; the caller holds the endpoint's claim.
+    ///
+    /// A releasing endpoint's link is the agent's: it goes first, so that the pinned
+    /// links are defunct by the time they are unpinned.
     fn remove_registered(&self, endpoint: &Endpoint) -> ApiResult<()> {
+        if self.state().registry.is_releasing(&endpoint.id) {
+            self.datapath
+                .delete_link(&endpoint.host_ifname, endpoint.host_ifindex)
+                .map_err(internal)?;
+        }
         let addresses = addresses_of(&endpoint.ips).unwrap_or_default();
         self.datapath
             .remove_endpoint(&pin_name(&endpoint.id), &addresses)
@@ -379,7 +485,22 @@ impl Agent {
     /// endpoint's programs — on start, this is what moves pinned links to the programs of
     /// a new agent build with `BPF_LINK_UPDATE`.
     pub fn reconcile(&self, reprogram: bool) {
-        let endpoints: Vec<Endpoint> = self.state().registry.all().cloned().collect();
+        let (endpoints, releasing): (Vec<Endpoint>, Vec<EndpointId>) = {
+            let state = self.state();
+            (
+                state.registry.live().cloned().collect(),
+                state
+                    .registry
+                    .all()
+                    .filter(|e| state.registry.is_releasing(&e.id))
+                    .map(|e| e.id.clone())
+                    .collect(),
+            )
+        };
+        // Teardowns a crash (or a failure) interrupted.
+        for id in &releasing {
+            self.finish_release(id);
+        }
         for endpoint in &endpoints {
             let alive =
                 self.datapath.link_index(&endpoint.host_ifname) == Some(endpoint.host_ifindex);
@@ -530,6 +651,7 @@ mod tests {
         mapped: BTreeMap<[u8; 16], u32>,
         pins: BTreeSet<String>,
         fail_program: bool,
+        fail_delete_link: bool,
         /// Walks of a whole map (reconciliation's, never a request's).
         walks: usize,
     }
@@ -604,6 +726,16 @@ mod tests {
         fn link_index(&self, name: &str) -> Option<u32> {
             self.with().links.get(name).copied()
         }
+        fn delete_link(&self, name: &str, ifindex: u32) -> datapath::Result<()> {
+            let mut s = self.with();
+            if std::mem::take(&mut s.fail_delete_link) {
+                return Err(datapath::DatapathError::NoInterface("injected".into()));
+            }
+            if s.links.get(name) == Some(&ifindex) {
+                s.links.remove(name);
+            }
+            Ok(())
+        }
     }
 
     /// An agent over a fake datapath with `links` (name → ifindex) and a /29 + /125 pool.
@@ -651,6 +783,160 @@ mod tests {
         // The addresses it had are handed out again.
         let ok = agent.add_endpoint(add("c2", "nk2", 12)).unwrap();
         assert_eq!(ok.ips.len(), 2);
+    }
+
+    /// Fill the /29 + /125 pools with endpoints on links nk1..; returns how many.
+    fn fill(agent: &Agent) -> u32 {
+        let mut n = 0;
+        loop {
+            let index = n + 1;
+            match agent.add_endpoint(add(&format!("c{index}"), &format!("nk{index}"), index)) {
+                Ok(_) => n += 1,
+                Err(e) => {
+                    assert_eq!(e.kind, ErrorKind::PoolExhausted, "{e:?}");
+                    return n;
+                }
+            }
+        }
+    }
+
+    fn links(n: u32) -> Vec<(String, u32)> {
+        (1..=n).map(|i| (format!("nk{i}"), i)).collect()
+    }
+
+    fn agent_with_links(dir: &std::path::Path, n: u32) -> (Agent, FakeDatapath) {
+        let links = links(n);
+        let refs: Vec<(&str, u32)> = links.iter().map(|(n, i)| (n.as_str(), *i)).collect();
+        agent(dir, &refs)
+    }
+
+    #[test]
+    fn a_released_endpoint_is_out_of_service_but_its_addresses_stay_taken_until_torn_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, fake) = agent_with_links(dir.path(), 12);
+        let full = fill(&agent);
+        let c1 = id("c1", "eth0");
+        let addresses = agent.state().registry.get(&c1).unwrap().ips.clone();
+
+        assert!(agent.release_endpoint(&c1).unwrap());
+        // A repeated DEL finds it releasing: nothing more to do.
+        assert!(agent.release_endpoint(&c1).unwrap());
+        assert_eq!(agent.endpoint_count(), full as usize - 1);
+        assert_eq!(agent.releasing_count(), 1);
+        assert!(agent.state().registry.get_live(&c1).is_none());
+        // Link, programs and map entries are all still there, and so the addresses
+        // are not handed out: the pool stays exhausted.
+        assert!(fake.with().links.contains_key("nk1"));
+        assert!(fake.with().pins.contains(&pin_name(&c1)));
+        let next = full + 1;
+        let err = agent
+            .add_endpoint(add(&format!("c{next}"), &format!("nk{next}"), next))
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::PoolExhausted);
+
+        agent.finish_release(&c1);
+        assert!(
+            !fake.with().links.contains_key("nk1"),
+            "the link is the agent's"
+        );
+        assert!(!fake.with().pins.contains(&pin_name(&c1)));
+        assert_eq!(agent.releasing_count(), 0);
+        let reused = agent
+            .add_endpoint(add(&format!("c{next}"), &format!("nk{next}"), next))
+            .unwrap();
+        // The IPv4 /29 is the pool that ran out: its address is the one freed.
+        assert_eq!(
+            reused.ips[0], addresses[0],
+            "free once the teardown is done"
+        );
+    }
+
+    #[test]
+    fn releasing_an_unknown_endpoint_leaves_its_link_to_the_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, fake) = agent(dir.path(), &[("nk1", 11)]);
+        assert!(!agent.release_endpoint(&id("c1", "eth0")).unwrap());
+        assert!(fake.with().links.contains_key("nk1"));
+    }
+
+    #[test]
+    fn a_teardown_a_crash_interrupted_is_finished_on_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = {
+            let (agent, fake) = agent(dir.path(), &[("nk1", 11), ("nk2", 12)]);
+            agent.add_endpoint(add("c1", "nk1", 11)).unwrap();
+            agent.add_endpoint(add("c2", "nk2", 12)).unwrap();
+            assert!(agent.release_endpoint(&id("c1", "eth0")).unwrap());
+            // The agent dies here, before its teardown thread ran.
+            fake
+        };
+        let registry = Registry::load(dir.path(), &[]).unwrap();
+        assert!(registry.is_releasing(&id("c1", "eth0")));
+        let pools = vec!["10.9.0.0/29".parse().unwrap()];
+        let agent = Agent::new(Box::new(fake.clone()), registry, pools, None);
+        agent.reconcile(true);
+        assert_eq!(agent.releasing_count(), 0);
+        assert_eq!(agent.endpoint_count(), 1);
+        assert_eq!(
+            fake.with().links.keys().cloned().collect::<Vec<_>>(),
+            ["nk2"]
+        );
+        assert_eq!(
+            fake.with().pins.iter().cloned().collect::<Vec<_>>(),
+            [pin_name(&id("c2", "eth0"))]
+        );
+        assert_eq!(Registry::load(dir.path(), &[]).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_failed_teardown_stays_releasing_and_reconciliation_retries_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, fake) = agent(dir.path(), &[("nk1", 11)]);
+        agent.add_endpoint(add("c1", "nk1", 11)).unwrap();
+        let c1 = id("c1", "eth0");
+        assert!(agent.release_endpoint(&c1).unwrap());
+        fake.with().fail_delete_link = true;
+        agent.finish_release(&c1);
+        assert_eq!(agent.releasing_count(), 1);
+        assert!(agent.state().in_flight.is_empty());
+        agent.reconcile(false);
+        assert_eq!(agent.releasing_count(), 0);
+        assert!(fake.with().links.is_empty() && fake.with().pins.is_empty());
+    }
+
+    #[test]
+    fn del_with_take_link_answers_releasing_and_tears_down_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, fake) = agent(dir.path(), &[("nk1", 11)]);
+        let agent = Arc::new(agent);
+        agent.add_endpoint(add("c1", "nk1", 11)).unwrap();
+        let del = |take_link| Request::DelEndpoint {
+            id: id("c1", "eth0"),
+            take_link,
+        };
+        assert_eq!(agent.handle(del(true)), Response::Releasing);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while agent.releasing_count() > 0 {
+            assert!(std::time::Instant::now() < deadline, "teardown never ran");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(fake.with().links.is_empty() && fake.with().pins.is_empty());
+        // Unknown now: the caller owns whatever link there is.
+        assert_eq!(agent.handle(del(true)), Response::Done);
+        fake.with().links.insert("nk1".into(), 11);
+        agent.add_endpoint(add("c1", "nk1", 11)).unwrap();
+        // Settling an endpoint in service changes nothing.
+        let settle = Request::SettleEndpoint {
+            id: id("c1", "eth0"),
+        };
+        assert_eq!(agent.handle(settle.clone()), Response::Done);
+        assert_eq!(agent.endpoint_count(), 1);
+        assert!(agent.release_endpoint(&id("c1", "eth0")).unwrap());
+        // ...and finishes a teardown that has not run yet.
+        assert_eq!(agent.handle(settle), Response::Done);
+        assert_eq!(agent.releasing_count(), 0);
+        assert!(fake.with().links.is_empty());
+        assert_eq!(agent.handle(del(false)), Response::Done);
     }
 
     #[test]

@@ -71,6 +71,7 @@ impl SharedAgent {
                 reason: None,
                 nodes: None,
                 remote_routes: 0,
+                releasing: 0,
             },
         };
         let readiness = self.readiness();

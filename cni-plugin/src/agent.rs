@@ -87,8 +87,37 @@ pub fn add_endpoint(api: &dyn AgentApi, add: AddEndpoint) -> Result<Endpoint, Ag
 /// Remove the endpoint; succeeds when it is unknown.
 pub fn del_endpoint(api: &dyn AgentApi, id: &EndpointId) -> Result<(), AgentError> {
     const OP: &str = "delete endpoint";
-    match call(api, OP, &Request::DelEndpoint { id: id.clone() })? {
+    let request = Request::DelEndpoint {
+        id: id.clone(),
+        take_link: false,
+    };
+    match call(api, OP, &request)? {
         Response::Done | Response::Removed { .. } => Ok(()),
+        other => Err(unexpected(OP, other)),
+    }
+}
+
+/// Hand the endpoint *and its host link* to the agent, which tears both down after
+/// replying. `true`: the agent took them; `false`: it had no such endpoint (or is an
+/// agent from before this request), so any link is still the caller's to delete.
+pub fn release_endpoint(api: &dyn AgentApi, id: &EndpointId) -> Result<bool, AgentError> {
+    const OP: &str = "release endpoint";
+    let request = Request::DelEndpoint {
+        id: id.clone(),
+        take_link: true,
+    };
+    match call(api, OP, &request)? {
+        Response::Releasing => Ok(true),
+        Response::Done | Response::Removed { .. } => Ok(false),
+        other => Err(unexpected(OP, other)),
+    }
+}
+
+/// Wait for the agent to finish a teardown of `id` that a DEL handed over.
+pub fn settle_endpoint(api: &dyn AgentApi, id: &EndpointId) -> Result<(), AgentError> {
+    const OP: &str = "settle endpoint";
+    match call(api, OP, &Request::SettleEndpoint { id: id.clone() })? {
+        Response::Done => Ok(()),
         other => Err(unexpected(OP, other)),
     }
 }

@@ -32,6 +32,11 @@ pub struct AgentState {
     /// Program the next AddEndpoint, then act as if the reply was lost.
     pub lose_add_reply: bool,
     pub deleted: Vec<EndpointId>,
+    /// Endpoints a DEL handed over with their link (`take_link`), whose teardown the
+    /// real agent would finish after replying; `World::run` plays that part.
+    pub releasing: Vec<EndpointId>,
+    /// Answer `take_link` as an agent from before it did: remove, reply `Done`.
+    pub old_agent: bool,
     pub requests: Vec<Request>,
 }
 
@@ -80,6 +85,7 @@ impl AgentApi for FakeAgent {
                 reason: (!s.ready).then(|| "loading programs".to_string()),
                 nodes: None,
                 remote_routes: 0,
+                releasing: s.releasing.len(),
             })),
             Request::AddEndpoint(add) => {
                 if !s.ready {
@@ -122,11 +128,17 @@ impl AgentApi for FakeAgent {
                 }
                 Ok(Response::Endpoint(endpoint))
             }
-            Request::DelEndpoint { id } => {
-                s.endpoints.remove(id);
+            Request::DelEndpoint { id, take_link } => {
+                let known = s.endpoints.remove(id).is_some();
                 s.deleted.push(id.clone());
-                Ok(Response::Done)
+                if *take_link && known && !s.old_agent {
+                    s.releasing.push(id.clone());
+                    Ok(Response::Releasing)
+                } else {
+                    Ok(Response::Done)
+                }
             }
+            Request::SettleEndpoint { .. } => Ok(Response::Done),
             Request::GetEndpoint { id } => s
                 .endpoints
                 .get(id)
@@ -263,6 +275,9 @@ pub struct World {
     pub state: tempfile::TempDir,
     /// `CNI_IFNAME` of the commands `run` makes.
     pub ifname: String,
+    /// After each command, finish the teardowns the agent took over (delete their host
+    /// links), as the real agent does right after replying.
+    pub finish_teardowns: bool,
 }
 
 impl World {
@@ -278,6 +293,18 @@ impl World {
             ipam: FakeIpam::new(),
             state: tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")),
             ifname: "eth0".into(),
+            finish_teardowns: true,
+        }
+    }
+
+    /// What the agent does after answering a DEL that handed it the link.
+    pub fn finish_teardowns(&mut self) {
+        use crate::netlink::{Kernel as _, Ns};
+        for id in self.agent.with(|s| std::mem::take(&mut s.releasing)) {
+            let name = crate::connector::host_ifname(&id);
+            if let Ok(Some(link)) = self.kernel.link_by_name(Ns::Host, &name) {
+                let _ = self.kernel.delete_link(Ns::Host, link.index);
+            }
         }
     }
 
@@ -326,7 +353,11 @@ impl World {
             exec: &self.ipam,
             queue: &queue,
         };
-        cmd::dispatch(&mut ctx)
+        let result = cmd::dispatch(&mut ctx);
+        if self.finish_teardowns {
+            self.finish_teardowns();
+        }
+        result
     }
 
     pub fn add(&mut self, container: &str, netns: &str, conf: &Value) -> Result<Value, Error> {

@@ -157,6 +157,9 @@ impl Node {
             self.log()
         );
         assert_eq!(reply.json, Value::Null, "DEL prints nothing on success");
+        if let Some(agent) = &self.agent {
+            agent.wait_for_teardowns();
+        }
     }
 
     /// Host links made by the plugin (`nk` + 11 hex digits).

@@ -29,7 +29,22 @@ pub enum Request {
     AddEndpoint(AddEndpoint),
     /// Remove an endpoint: detach programs, delete map entries, release built-in IPs.
     /// Succeeds when the endpoint is unknown.
-    DelEndpoint { id: EndpointId },
+    ///
+    /// With `take_link` the agent also deletes the endpoint's host link, and may finish
+    /// after replying [`Response::Releasing`]: the endpoint is then out of service and
+    /// durably marked, its addresses stay allocated (never handed out) until the link,
+    /// the programs, the map entries and the record are all gone, and a restart
+    /// finishes what a crash interrupted. A `Done` reply means the agent did not have
+    /// the endpoint (or predates `take_link`): the link, if any, is the caller's.
+    DelEndpoint {
+        id: EndpointId,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        take_link: bool,
+    },
+    /// Wait until the teardown of `id` that a DEL handed over (`take_link`) is done,
+    /// doing it now if it has not started; `Done`. Changes nothing else: an endpoint in
+    /// service stays. For an ADD that finds the attachment's old link still there.
+    SettleEndpoint { id: EndpointId },
     /// One endpoint, as the agent has it.
     GetEndpoint { id: EndpointId },
     /// Every endpoint.
@@ -62,10 +77,18 @@ pub struct AddEndpoint {
 pub enum Response {
     Status(AgentStatus),
     Endpoint(Endpoint),
-    Endpoints { endpoints: Vec<Endpoint> },
-    Removed { removed: Vec<EndpointId> },
-    Stats { counters: Vec<Counter> },
+    Endpoints {
+        endpoints: Vec<Endpoint>,
+    },
+    Removed {
+        removed: Vec<EndpointId>,
+    },
+    Stats {
+        counters: Vec<Counter>,
+    },
     Done,
+    /// The agent took the endpoint and its link down (see `DelEndpoint::take_link`).
+    Releasing,
     Error(ApiError),
 }
 
@@ -92,6 +115,10 @@ pub struct AgentStatus {
     /// Other nodes' pod CIDRs on the fast path (entries of the remote-route map).
     #[serde(default)]
     pub remote_routes: usize,
+    /// Endpoints deleted but not yet torn down (link, programs, map entries, record):
+    /// their addresses are held until they are.
+    #[serde(default)]
+    pub releasing: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -195,14 +222,24 @@ mod tests {
 
     #[test]
     fn requests_round_trip_as_tagged_json() {
+        let id = EndpointId {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+        };
         let req = Request::DelEndpoint {
-            id: EndpointId {
-                container_id: "c1".into(),
-                ifname: "eth0".into(),
-            },
+            id: id.clone(),
+            take_link: false,
         };
         let text = serde_json::to_string(&req).unwrap();
         assert!(text.contains(r#""op":"del_endpoint""#), "{text}");
+        // Without `take_link` the request is what agents before it understand.
+        assert!(!text.contains("take_link"), "{text}");
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
+        let req = Request::DelEndpoint {
+            id,
+            take_link: true,
+        };
+        let text = serde_json::to_string(&req).unwrap();
         assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), req);
     }
 

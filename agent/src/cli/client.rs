@@ -27,6 +27,12 @@ pub fn status(args: &ClientArgs) -> anyhow::Result<ExitCode> {
         println!("ready:      {}", status.ready);
         println!("version:    {}", status.version);
         println!("endpoints:  {}", status.endpoints);
+        if status.releasing > 0 {
+            println!(
+                "releasing:  {} (deleted, teardown under way)",
+                status.releasing
+            );
+        }
         println!("addresses:  {} in the datapath", status.mapped_addresses);
         println!("pod CIDRs:  {}", status.pod_cidrs.join(", "));
         println!("uplink:     {}", status.uplink.as_deref().unwrap_or("-"));

@@ -59,6 +59,8 @@ pub enum DatapathError {
     Mac(String),
     #[error("binding kernel functions: {0}")]
     Kfunc(String),
+    #[error(transparent)]
+    Kernel(#[from] netkit_netlink::KernelError),
 }
 
 pub type Result<T> = std::result::Result<T, DatapathError>;
@@ -85,6 +87,9 @@ pub trait DatapathOps: crate::routing::RouteMap + Send + Sync {
     fn translation_check(&self) -> String;
     /// The ifindex of host interface `name`, if it exists.
     fn link_index(&self, name: &str) -> Option<u32>;
+    /// Delete host interface `name` if it still is device `ifindex` (the pod end goes
+    /// with it); gone already, or the name now another device's, is success.
+    fn delete_link(&self, name: &str, ifindex: u32) -> Result<()>;
 }
 
 impl DatapathOps for Datapath {
@@ -117,6 +122,19 @@ impl DatapathOps for Datapath {
     }
     fn link_index(&self, name: &str) -> Option<u32> {
         ifindex_of(name).ok()
+    }
+    fn delete_link(&self, name: &str, ifindex: u32) -> Result<()> {
+        use netkit_netlink::{Kernel as _, Ns};
+        if ifindex_of(name).ok() != Some(ifindex) {
+            return Ok(());
+        }
+        // Deleting the device detaches its programs with it (one RCU grace period under
+        // the rtnl lock, the same as detaching them first would cost); the endpoint's
+        // pinned links are then defunct, and unpinning them costs nothing.
+        match netkit_netlink::RtKernel::new()?.delete_link(Ns::Host, ifindex) {
+            Err(e) if !e.is_not_found() => Err(e.into()),
+            _ => Ok(()),
+        }
     }
 }
 

@@ -7,12 +7,16 @@
 //! removes that one file, crash-atomically (`durable`), and a start reads them all back.
 //! Registries of earlier agents (one `endpoints.json`) are turned into records once
 //! (`upgrade`).
+//!
+//! An endpoint whose DEL was answered before its teardown finished is *releasing*: out
+//! of service (not listed, not found by CHECK), but still registered, so its addresses
+//! and device stay taken until the teardown is done (see `Store::mark_releasing`).
 
 mod durable;
 mod records;
 mod upgrade;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -50,6 +54,8 @@ pub struct Registry {
     /// one-endpoint-per-device rule ask on every ADD, answered without a walk.
     addresses: HashMap<IpAddr, EndpointId>,
     devices: HashMap<u32, EndpointId>,
+    /// Registered endpoints whose teardown is under way.
+    releasing: HashSet<EndpointId>,
 }
 
 impl Registry {
@@ -79,18 +85,38 @@ impl Registry {
             endpoints: BTreeMap::new(),
             addresses: HashMap::new(),
             devices: HashMap::new(),
+            releasing: HashSet::new(),
         };
         let records = registry.records.clone();
-        for name in records.names()? {
-            match records.read(&name) {
-                Ok(Some(endpoint)) => registry.add(endpoint),
+        let live = records.names()?.into_iter().map(|name| (name, false));
+        let releasing = records
+            .releasing_names()?
+            .into_iter()
+            .map(|name| (name, true));
+        for (name, releasing) in live.chain(releasing) {
+            let read = if releasing {
+                records.read_releasing(&name)
+            } else {
+                records.read(&name)
+            };
+            match read {
+                Ok(Some(endpoint)) => {
+                    if releasing {
+                        registry.releasing.insert(endpoint.id.clone());
+                    }
+                    registry.add(endpoint);
+                }
                 // Removed since it was listed: nobody else writes here, but no matter.
                 Ok(None) => {}
                 // Records are replaced atomically, so this is damage from outside (the
                 // disk, a hand edit). The endpoint is not restored: reconciliation
                 // removes its datapath, and its pod needs a new ADD.
                 Err(e @ (RegistryError::Corrupt { .. } | RegistryError::Misnamed { .. })) => {
-                    let aside = records.set_aside(&name)?;
+                    let aside = if releasing {
+                        records.set_aside_releasing(&name)?
+                    } else {
+                        records.set_aside(&name)?
+                    };
                     tracing::error!(
                         error = %e,
                         kept_as = %aside.display(),
@@ -105,8 +131,36 @@ impl Registry {
         Ok(registry)
     }
 
+    /// A registered endpoint, releasing or not.
     pub fn get(&self, id: &EndpointId) -> Option<&Endpoint> {
         self.endpoints.get(id)
+    }
+
+    /// A registered endpoint that is in service (not releasing).
+    pub fn get_live(&self, id: &EndpointId) -> Option<&Endpoint> {
+        self.get(id).filter(|_| !self.is_releasing(id))
+    }
+
+    pub fn is_releasing(&self, id: &EndpointId) -> bool {
+        self.releasing.contains(id)
+    }
+
+    pub fn releasing_count(&self) -> usize {
+        self.releasing.len()
+    }
+
+    /// The endpoints in service (not releasing).
+    pub fn live(&self) -> impl Iterator<Item = &Endpoint> {
+        self.endpoints
+            .values()
+            .filter(|e| !self.releasing.contains(&e.id))
+    }
+
+    /// Take a registered endpoint out of service; its record says so durably.
+    pub fn set_releasing(&mut self, marked: Marked) {
+        if self.endpoints.contains_key(&marked.0) {
+            self.releasing.insert(marked.0);
+        }
     }
 
     /// The endpoint that holds `addr`, if a registered one does.
@@ -119,6 +173,7 @@ impl Registry {
         self.devices.get(&ifindex)
     }
 
+    /// Every registered endpoint, releasing ones included.
     pub fn all(&self) -> impl Iterator<Item = &Endpoint> {
         self.endpoints.values()
     }
@@ -146,6 +201,7 @@ impl Registry {
 
     /// Forget an endpoint whose record is gone. Returns what was there.
     pub fn remove(&mut self, unrecorded: Unrecorded) -> Option<Endpoint> {
+        self.releasing.remove(&unrecorded.0);
         let removed = self.endpoints.remove(&unrecorded.0)?;
         self.unindex(&removed);
         Some(removed)
@@ -153,6 +209,7 @@ impl Registry {
 
     fn add(&mut self, endpoint: Endpoint) {
         if let Some(previous) = self.endpoints.remove(&endpoint.id) {
+            self.releasing.remove(&previous.id);
             self.unindex(&previous);
         }
         for addr in addresses(&endpoint) {
@@ -199,6 +256,9 @@ pub struct Recorded(Endpoint);
 /// An endpoint whose record is gone, to be forgotten ([`Registry::remove`]).
 pub struct Unrecorded(EndpointId);
 
+/// An endpoint whose record is durably marked releasing ([`Registry::set_releasing`]).
+pub struct Marked(EndpointId);
+
 impl Store {
     /// Write the record of `endpoint`, which is not registered (replace a registered
     /// endpoint by removing it first), and make it durable: the record file, then its
@@ -214,6 +274,13 @@ impl Store {
             return Err(e);
         }
         Ok(Recorded(endpoint))
+    }
+
+    /// Mark `id`'s record as releasing, durably (a rename and one fsync): after a crash
+    /// the agent finishes the teardown rather than restore the endpoint.
+    pub fn mark_releasing(&self, id: &EndpointId) -> Result<Marked> {
+        self.records.mark_releasing(id)?;
+        Ok(Marked(id.clone()))
     }
 
     /// Unlink the record of `id` and make that durable (one fsync). On an error the
@@ -394,6 +461,38 @@ pub(super) mod tests {
             dir.join(format!("endpoint.{}.json.corrupt", name("x")))
                 .exists()
         );
+    }
+
+    #[test]
+    fn a_releasing_endpoint_keeps_its_addresses_across_a_reload_until_forgotten() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let mut reg = Registry::load(dir, &[]).unwrap();
+        add(&mut reg, endpoint("a")).unwrap();
+        let mut b = endpoint("b");
+        b.host_ifindex = 8;
+        b.ips[0].address = "10.0.0.3/24".into();
+        add(&mut reg, b).unwrap();
+        let a = endpoint("a").id;
+        let (fsyncs, marked) = durable::counting::fsyncs(|| reg.store().mark_releasing(&a));
+        reg.set_releasing(marked.unwrap());
+        // The rename, made durable by the directory's fsync.
+        assert_eq!(fsyncs, 1);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for reg in [reg, Registry::load(dir, &[]).unwrap()] {
+            assert!(reg.is_releasing(&a));
+            assert!(reg.get_live(&a).is_none() && reg.get(&a).is_some());
+            assert_eq!(reg.address_owner(&ip("10.0.0.2")), Some(&a));
+            assert_eq!(reg.device_owner(7), Some(&a));
+            assert_eq!(reg.releasing_count(), 1);
+            let live: Vec<_> = reg.live().map(|e| e.id.container_id.clone()).collect();
+            assert_eq!(live, ["b"]);
+        }
+        let mut reg = Registry::load(dir, &[]).unwrap();
+        forget(&mut reg, "a").unwrap();
+        assert_eq!(reg.address_owner(&ip("10.0.0.2")), None);
+        assert_eq!(reg.releasing_count(), 0);
+        assert_eq!(files(dir), [format!("endpoint.{}.json", name("b"))]);
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! `endpoint.<name>.json`, `<name>` being the endpoint's pin directory name. A change
 //! writes or removes one small file, so its cost does not grow with the number of
 //! endpoints on the node; each write is crash-atomic (`durable`).
+//!
+//! An endpoint being torn down after its DEL was answered has its record renamed to
+//! `releasing.<name>.json`: one rename and one directory fsync mark it, durably, so a
+//! restart finishes the teardown instead of taking the endpoint for a live one.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +16,8 @@ use super::{RegistryError, Result};
 use crate::endpoint_name;
 
 const PREFIX: &str = "endpoint.";
+/// The record of an endpoint whose teardown is under way.
+const RELEASING_PREFIX: &str = "releasing.";
 const SUFFIX: &str = ".json";
 /// Appended to a record that cannot be loaded: kept for inspection, never read again.
 const SET_ASIDE: &str = ".corrupt";
@@ -30,6 +36,23 @@ impl Records {
 
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{PREFIX}{name}{SUFFIX}"))
+    }
+
+    fn releasing_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{RELEASING_PREFIX}{name}{SUFFIX}"))
+    }
+
+    /// Mark the endpoint `id` as being torn down, durably: its record renamed, then one
+    /// fsync of the directory.
+    pub fn mark_releasing(&self, id: &EndpointId) -> Result<()> {
+        let name = endpoint_name::of(id);
+        let (from, to) = (self.path(&name), self.releasing_path(&name));
+        std::fs::rename(&from, &to).map_err(|source| RegistryError::Io {
+            what: "marking as releasing",
+            path: from,
+            source,
+        })?;
+        self.sync()
     }
 
     /// Write an endpoint's record and make it durable: temp file, fsync, rename, and one
@@ -53,15 +76,18 @@ impl Records {
         Ok(())
     }
 
-    /// Remove an endpoint's record (if any) and make the removal durable.
+    /// Remove an endpoint's record (if any, live or releasing) and make the removal
+    /// durable.
     pub fn remove(&self, id: &EndpointId) -> Result<()> {
         self.remove_named(&endpoint_name::of(id))?;
         self.sync()
     }
 
-    /// Remove the record named `name`; durable once the directory is synced.
+    /// Remove the record named `name`, live or releasing; durable once the directory
+    /// is synced.
     pub fn remove_named(&self, name: &str) -> Result<()> {
         durable::remove(&self.path(name))?;
+        durable::remove(&self.releasing_path(name))?;
         Ok(())
     }
 
@@ -72,7 +98,15 @@ impl Records {
 
     /// The record of the endpoint named `name`, `None` when there is none.
     pub fn read(&self, name: &str) -> Result<Option<Endpoint>> {
-        let path = self.path(name);
+        self.read_at(self.path(name), name)
+    }
+
+    /// The releasing record of the endpoint named `name`, `None` when there is none.
+    pub fn read_releasing(&self, name: &str) -> Result<Option<Endpoint>> {
+        self.read_at(self.releasing_path(name), name)
+    }
+
+    fn read_at(&self, path: PathBuf, name: &str) -> Result<Option<Endpoint>> {
         let Some(bytes) = durable::read_if_exists(&path)? else {
             return Ok(None);
         };
@@ -94,7 +128,15 @@ impl Records {
     /// Rename the record named `name` out of the way (`….json.corrupt`, replacing an older
     /// one), so it is neither loaded nor mistaken for a live endpoint's again.
     pub fn set_aside(&self, name: &str) -> Result<PathBuf> {
-        let path = self.path(name);
+        self.set_aside_at(self.path(name))
+    }
+
+    /// [`Records::set_aside`] for a releasing record.
+    pub fn set_aside_releasing(&self, name: &str) -> Result<PathBuf> {
+        self.set_aside_at(self.releasing_path(name))
+    }
+
+    fn set_aside_at(&self, path: PathBuf) -> Result<PathBuf> {
         let mut aside = path.clone().into_os_string();
         aside.push(SET_ASIDE);
         let aside = PathBuf::from(aside);
@@ -110,10 +152,19 @@ impl Records {
     /// Names of the endpoints that have a record. An unreadable directory is an error,
     /// not an empty registry: the agent would take every live endpoint for an orphan.
     pub fn names(&self) -> Result<Vec<String>> {
+        self.names_with(PREFIX)
+    }
+
+    /// Names of the endpoints whose teardown is under way.
+    pub fn releasing_names(&self) -> Result<Vec<String>> {
+        self.names_with(RELEASING_PREFIX)
+    }
+
+    fn names_with(&self, prefix: &str) -> Result<Vec<String>> {
         Ok(self
             .files()?
             .into_iter()
-            .filter_map(|file| Some(file.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?.to_string()))
+            .filter_map(|file| Some(file.strip_prefix(prefix)?.strip_suffix(SUFFIX)?.to_string()))
             .collect())
     }
 

@@ -52,7 +52,9 @@ pub fn add(ctx: &mut Ctx<'_>) -> Result<CniResult, Error> {
         .clone()
         .ok_or_else(|| EnvError::Missing(vec![NETNS]))?;
     ctx.kernel.open_pod_netns(&netns)?;
-    if ctx.kernel.link_by_name(Ns::Pod, &ctx.inv.ifname)?.is_some() {
+    if ctx.kernel.link_by_name(Ns::Pod, &ctx.inv.ifname)?.is_some()
+        && !settle_previous(ctx, &id, Ns::Pod, &ctx.inv.ifname.clone())
+    {
         return Err(connector::ConnectorError::Exists {
             name: ctx.inv.ifname.clone(),
             ns: "pod",
@@ -108,7 +110,14 @@ fn wire(
         mtu,
         big_tcp: ctx.conf.big_tcp,
     };
-    let mode = connector::create_pair(ctx.kernel, ctx.conf.mode, &spec)?;
+    let mode = match connector::create_pair(ctx.kernel, ctx.conf.mode, &spec) {
+        Err(connector::ConnectorError::Exists { ns: "host", .. })
+            if settle_previous(ctx, id, Ns::Host, &host_name) =>
+        {
+            connector::create_pair(ctx.kernel, ctx.conf.mode, &spec)?
+        }
+        created => created?,
+    };
     let host = existing(ctx.kernel, Ns::Host, &host_name)?;
     undo.push(Step::DeleteLink(host.index));
     let pod = existing(ctx.kernel, Ns::Pod, &ctx.inv.ifname)?;
@@ -293,6 +302,23 @@ fn wire(
         routes,
         dns,
     })
+}
+
+/// A name this attachment needs is taken (`name` in `ns`: our host end, or
+/// `CNI_IFNAME` in the pod): by this attachment's previous link, when a DEL handed it to
+/// the agent and the teardown has not finished (a runtime re-adding right after
+/// deleting, as `podman network reload` does). The agent is asked to finish that
+/// teardown (nothing else changes). `true` when the name is free now.
+fn settle_previous(ctx: &mut Ctx<'_>, id: &EndpointId, ns: Ns, name: &str) -> bool {
+    if let Err(e) = agent::settle_endpoint(ctx.agent, id) {
+        tracing::warn!(error = %e, "asking the agent to finish a previous teardown");
+        return false;
+    }
+    let free = matches!(ctx.kernel.link_by_name(ns, name), Ok(None));
+    if free {
+        tracing::info!(link = %name, "the previous link of this attachment is gone");
+    }
+    free
 }
 
 fn existing(kernel: &mut dyn Kernel, ns: Ns, name: &str) -> Result<Link, KernelError> {

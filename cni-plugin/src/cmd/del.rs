@@ -3,6 +3,14 @@
 //! with it), the agent endpoint (queued when the agent is away), the delegated IPAM
 //! release. Every part is attempted; the first failure is reported with the others.
 //!
+//! With built-in IPAM the agent owns the addresses, so it can own the teardown too: the
+//! endpoint and its link are handed over in one request, answered as soon as the agent
+//! has durably taken the endpoint out of service. Deleting a device whose programs are
+//! attached waits for an RCU grace period under the rtnl lock; the agent pays that after
+//! the DEL has returned, and holds the addresses until it has (see the agent's
+//! `release_endpoint`). A delegated IPAM plugin's release cannot wait for that, so with
+//! one the teardown stays here, in the order below, before the release.
+//!
 //! The link goes first. Deleting the device detaches its BPF links as part of the
 //! device's own teardown, leaving the agent's pinned links defunct, and releasing a
 //! defunct link costs nothing. The other order — the agent releasing live links, then the
@@ -22,6 +30,19 @@ use crate::netlink::{Link, Ns};
 pub fn del(ctx: &mut Ctx<'_>) -> Result<(), Error> {
     ctx.flush_deletion_queue();
     let id = ctx.endpoint_id();
+    if ctx.delegate().is_none() {
+        match agent::release_endpoint(ctx.agent, &id) {
+            Ok(true) => {
+                tracing::debug!("the agent took the endpoint and its link");
+                return Ok(());
+            }
+            // Not the agent's: whatever link there is goes below.
+            Ok(false) => {}
+            // Below, the same request without the hand-over reports it, or queues it
+            // when the agent is away.
+            Err(e) => tracing::warn!(error = %e, "handing the endpoint to the agent failed"),
+        }
+    }
     let mut errors: Vec<Error> = Vec::new();
 
     let host_name = connector::host_ifname(&id);
@@ -68,6 +89,8 @@ fn ours(link: &Link, id: &EndpointId) -> bool {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    use netkit_api::Request;
 
     use super::*;
     use crate::spec::env::Command;
@@ -138,6 +161,72 @@ mod tests {
                 .values()
                 .all(|l| !l.name.starts_with("nk"))
         );
+    }
+
+    fn host_links(w: &World) -> Vec<String> {
+        w.kernel
+            .host
+            .links
+            .values()
+            .filter(|l| l.name.starts_with("nk"))
+            .map(|l| l.name.clone())
+            .collect()
+    }
+
+    fn del_requests(w: &World) -> Vec<bool> {
+        w.agent.with(|s| {
+            s.requests
+                .iter()
+                .filter_map(|r| match r {
+                    Request::DelEndpoint { take_link, .. } => Some(*take_link),
+                    _ => None,
+                })
+                .collect()
+        })
+    }
+
+    #[test]
+    fn with_builtin_ipam_the_agent_takes_the_link_and_del_returns_before_the_teardown() {
+        let mut w = World::new();
+        w.finish_teardowns = false;
+        let conf = w.conf(json!({}));
+        w.add("c1", POD, &conf).unwrap();
+        w.run(Command::Del, "c1", None, &conf).unwrap();
+        // One request, and the link left to the agent.
+        assert_eq!(del_requests(&w), [true]);
+        assert_eq!(host_links(&w), [connector::host_ifname(&id("c1"))]);
+        assert_eq!(w.agent.with(|s| s.releasing.clone()), [id("c1")]);
+        w.finish_teardowns();
+        assert!(host_links(&w).is_empty());
+    }
+
+    #[test]
+    fn an_agent_that_does_not_take_the_link_leaves_it_to_the_plugin() {
+        let mut w = World::new();
+        w.finish_teardowns = false;
+        w.agent.with(|s| s.old_agent = true);
+        let conf = w.conf(json!({}));
+        w.add("c1", POD, &conf).unwrap();
+        w.run(Command::Del, "c1", None, &conf).unwrap();
+        assert!(host_links(&w).is_empty());
+        assert!(w.agent.with(|s| s.endpoints.is_empty()));
+        // A link the agent never knew (an ADD that died before the hand-off) goes too.
+        let name = connector::host_ifname(&id("c2"));
+        w.kernel.add_host_link(&name, None);
+        w.agent.with(|s| s.old_agent = false);
+        w.run(Command::Del, "c2", None, &conf).unwrap();
+        assert!(host_links(&w).is_empty());
+    }
+
+    #[test]
+    fn with_delegated_ipam_the_teardown_finishes_before_the_release() {
+        let mut w = World::new();
+        w.finish_teardowns = false;
+        let conf = w.conf(json!({"ipam": {"type": "fake-ipam"}}));
+        w.add("c1", POD, &conf).unwrap();
+        w.run(Command::Del, "c1", None, &conf).unwrap();
+        assert_eq!(del_requests(&w), [false]);
+        assert!(host_links(&w).is_empty());
     }
 
     #[test]

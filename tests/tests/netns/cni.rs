@@ -168,6 +168,40 @@ fn add_check_del_with_built_in_ipam() {
 }
 
 #[test]
+fn del_hands_the_teardown_to_the_agent_and_an_add_right_after_waits_for_it() {
+    let mut node = Node::new("cnir");
+    // The first teardown stalls 300 ms after it has started (the fault fires once), so
+    // the ADD after it finds the previous link still there, whatever the machine's speed.
+    node.restart_agent_with_env(&[("NETKIT_AGENT_FAULT", "sleep:before-teardown:300")]);
+    let pod = Pod::new("cnirp");
+    let conf = node.conf(json!({}));
+    // As `podman network reload` does: DEL, then ADD at once with the same container,
+    // netns and interface, while the agent is still deleting the old link.
+    for _ in 0..5 {
+        node.add(&pod, &conf);
+        let del = node.cni(Call::add(&pod).with("DEL"), &conf);
+        assert!(del.ok, "DEL failed: {del:?}\nplugin log:\n{}", node.log());
+    }
+    let result = node.add(&pod, &conf);
+    assert!(
+        pod.ns.ping(NODE_IP),
+        "the re-added pod cannot reach the node"
+    );
+    assert_eq!(node.plugin_links().len(), 1);
+    node.del(&pod.container, "eth0", Some(pod.ns.path()), &conf);
+    assert!(node.plugin_links().is_empty());
+    assert!(node.endpoints().is_empty());
+    assert_eq!(pod.links(), ["lo"]);
+    assert!(!node.ns.ip("route show").contains(&pod_ip(&result, false)));
+    assert!(
+        node.log()
+            .contains("the previous link of this attachment is gone"),
+        "no re-ADD waited for the stalled teardown:\n{}",
+        node.log()
+    );
+}
+
+#[test]
 fn two_pods_reach_each_other_and_the_node() {
     let node = Node::new("cnit");
     let (a, b) = (Pod::new("cnita"), Pod::new("cnitb"));

@@ -3,9 +3,10 @@
 //! address allocation, and a new pod can be added.
 
 use std::path::Path;
+use std::time::Duration;
 
 use netkit_tests::bins;
-use netkit_tests::netns::Netns;
+use netkit_tests::netns::{Netns, wait_until};
 use netkit_tests::pods::{Call, Node, Pod, invoke};
 use serde_json::{Value, json};
 
@@ -193,6 +194,36 @@ fn an_exhausted_pool_fails_cleanly() {
         }
         assert_nothing_left(&node, &format!("{ipam}: exhausted pool"));
     }
+}
+
+#[test]
+fn an_agent_killed_before_a_handed_over_teardown_finishes_it_on_restart() {
+    let mut node = Node::new("flkt");
+    let conf = node.conf(json!({}));
+    node.restart_agent_with_env(&[("NETKIT_AGENT_FAULT", "kill:before-teardown")]);
+    let pod = Pod::new("flktp");
+    node.add(&pod, &conf);
+    // The DEL is answered (the endpoint durably marked releasing), then the agent dies
+    // as its teardown starts: link, pins, map entries and record are all still there.
+    let del = node.cni(Call::add(&pod).with("DEL"), &conf);
+    assert!(del.ok, "DEL failed: {del:?}\nplugin log:\n{}", node.log());
+    assert!(
+        wait_until(Duration::from_secs(10), || !node
+            .agent()
+            .cli(&["status"])
+            .status
+            .success()),
+        "the agent did not reach the fault point"
+    );
+    assert_eq!(
+        node.plugin_links().len(),
+        1,
+        "the link is the agent's to delete"
+    );
+    // The restarted agent finishes the teardown before it reports ready.
+    node.restart_agent();
+    assert_nothing_left(&node, "agent killed before a handed-over teardown");
+    assert_eq!(pod.links(), ["lo"]);
 }
 
 #[test]
