@@ -243,6 +243,19 @@ agent_elapsed() {
     grep "endpoint programmed" "$RUN/agent.log" | grep -F "endpoint=$1" |
         sed -n 's/.*elapsed_us=\([0-9]*\).*/\1/p' || true
 }
+# wait_teardowns: until the agent has no DEL's teardown under way (a DEL with built-in
+# IPAM returns before the agent has deleted the link); prints the microseconds it waited.
+wait_teardowns() {
+    local t0 n
+    t0=$(now_us)
+    for _ in $(seq 3000); do
+        n=$("$BIN/netkit-agent" status --socket "$SOCK" --json 2>/dev/null |
+            sed -n 's/.*"releasing": *\([0-9]*\).*/\1/p')
+        [ "${n:-0}" = 0 ] && break
+        sleep 0.01
+    done
+    echo $(($(now_us) - t0))
+}
 agent_rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$AGENT_PID/status"; }
 agent_ticks() { awk '{print $14 + $15}' "/proc/$AGENT_PID/stat"; }
 # Busy CPU time of the whole machine in ticks (user nice system irq softirq, all CPUs).
@@ -309,7 +322,17 @@ seq_bench() {
         measure_floor "$prefix"
     fi
     for ((i = 1; i <= PODS; i++)); do time_cni DEL "$plugin" "$conf" "$prefix-$i" >>"$RUN/$name.del"; done
+    [ "$plugin" = "$NK" ] && wait_teardowns >"$RUN/$name.drain"
     netns_batch del "$prefix" 1 "$PODS"
+}
+
+# null_call: a CNI call that does nothing (VERSION of netkit-cni) through the same wrapper,
+# PODS times: what starting the plugin costs in this harness (nsenter, env, exec, exit).
+null_call() {
+    local i
+    say "null call: $PODS x VERSION"
+    : >"$RUN/null"
+    for ((i = 1; i <= PODS; i++)); do time_cni VERSION "$NK" "$RUN/nk.conf" "$TAG-null" >>"$RUN/null"; done
 }
 
 # The floor: one bare BPF_LINK_CREATE (and the release of that live link), timed by
@@ -346,7 +369,7 @@ measure_floor() {
 
 # burst_bench NAME PLUGIN CONF: BURST ADDs at once (wall time), then BURST DELs at once.
 burst_bench() {
-    local name="$1" plugin="$2" conf="$3" prefix="$TAG-$1-b" t0 t1 t2 fa fd
+    local name="$1" plugin="$2" conf="$3" prefix="$TAG-$1-b" t0 t1 t2 t3 fa fd
     say "burst: $BURST pods in parallel with $name"
     netns_batch add "$prefix" 1 "$BURST"
     t0=$(now_us)
@@ -354,8 +377,11 @@ burst_bench() {
     t1=$(now_us)
     fd=$(cni_parallel DEL "$plugin" "$conf" "$prefix" 1 "$BURST" "$BURST")
     t2=$(now_us)
+    # Until the agent has also finished the teardowns the DELs handed it.
+    t3=$t2
+    [ "$plugin" = "$NK" ] && t3=$((t2 + $(wait_teardowns)))
     netns_batch del "$prefix" 1 "$BURST"
-    echo "$((t1 - t0)) $((t2 - t1)) $fa $fd" >"$RUN/$name.burst"
+    echo "$((t1 - t0)) $((t2 - t1)) $fa $fd $((t3 - t1))" >"$RUN/$name.burst"
 }
 
 # grow_to NAME PLUGIN CONF N: fill the node with pods NAME-g-* up to N (untimed, 25 at a time).
@@ -380,6 +406,8 @@ grow_sample() {
         ip netns add "$pod"
         time_cni ADD "$plugin" "$conf" "$pod" >>"$RUN/$name.at.$at"
         cni DEL "$plugin" "$conf" "$pod" || die "DEL failed for $pod: $(cat "$RUN/out/$pod.DEL")"
+        # The next timed ADD should not share the rtnl lock with this pod's teardown.
+        [ "$plugin" = "$NK" ] && wait_teardowns >/dev/null
         ip netns del "$pod"
     done
 }
@@ -397,6 +425,7 @@ grow_teardown() {
 }
 
 if want pods; then
+    null_call
     seq_bench nk "$NK" "$RUN/nk.conf"
     seq_bench nkhl "$NK" "$RUN/nkhl.conf"
     seq_bench ptp "$PTP" "$RUN/ptp.conf"
@@ -521,18 +550,29 @@ if want pods; then
                 "ratio netkit-cni $([ $n = nk ] && echo built-in || echo host-local) ADD p50 / floor" \
                 "$(ratio "${A50[$n]}" "$F50")" "$(ms $((${A50[$n]} - F50)))"
         done
+        N50=$(pct 50 "$RUN/null")
+        row4 "a CNI call that does nothing (VERSION)" "$(ms "$N50")" "$(ms "$(pct 99 "$RUN/null")")" "" ""
+        echo "    (the harness's cost of any call: nsenter, env, exec and exit of the plugin; part of every"
+        echo "     ADD and DEL above, of ptp's too, and not of the bare attach)"
+        printf '  %-44s %9s   (ADD p50 - floor - null call: %s ms)\n' \
+            "floor + null call, netkit-cni built-in ADD p50" "$(ms $((F50 + N50)))" \
+            "$(ms $((${A50[nk]} - F50 - N50)))"
     else
         F50=""
         echo "  floor: $FLOOR_DESC"
     fi
     echo
-    row4 "burst of $BURST in parallel (wall s)" "ADD wall" "DEL wall" "failed" ""
+    row4 "burst of $BURST in parallel (wall s)" "ADD wall" "DEL wall" "failed" "drained"
     declare -A BA BD
     for n in nk nkhl ptp; do
-        read -r "BA[$n]" "BD[$n]" fa fd <"$RUN/$n.burst"
+        read -r "BA[$n]" "BD[$n]" fa fd drained <"$RUN/$n.burst"
         l="label_$n"
-        row4 "${!l}" "$(secs "${BA[$n]}")" "$(secs "${BD[$n]}")" "$fa + $fd" ""
+        row4 "${!l}" "$(secs "${BA[$n]}")" "$(secs "${BD[$n]}")" "$fa + $fd" "$(secs "$drained")"
     done
+    echo "    (drained: from the first DEL until the agent had also finished the teardowns the DELs"
+    echo "     handed it; a DEL with built-in IPAM returns before its link is deleted, and the"
+    echo "     addresses stay held until then)"
+    [ -s "$RUN/nk.drain" ] && echo "    after the $PODS sequential DELs of netkit-cni built-in, the agent's teardowns were done $(ms "$(cat "$RUN/nk.drain")") ms later"
     for n in nk nkhl; do
         row4 "ratio netkit-cni $([ $n = nk ] && echo built-in || echo host-local) / ptp" \
             "$(ratio "${BA[$n]}" "${BA[ptp]}")" "$(ratio "${BD[$n]}" "${BD[ptp]}")" "" ""

@@ -16,7 +16,7 @@ use netkit_api::{
 use crate::datapath::{self, DatapathOps, EndpointSpec};
 use crate::fault;
 use crate::ipam;
-use crate::registry::{Registry, Store};
+use crate::registry::{Registry, RegistryError, Store};
 
 /// The agent's state and the datapath, shared by every request it serves at once.
 ///
@@ -302,7 +302,7 @@ impl Agent {
         }
         drop(state);
 
-        let mut endpoint = Endpoint {
+        let endpoint = Endpoint {
             id: add.id,
             netns: add.netns,
             mode: add.mode,
@@ -312,28 +312,42 @@ impl Agent {
             host_mac: add.host_mac,
             ips,
             builtin_ipam,
-            programs: Vec::new(),
+            programs: datapath::attachments(add.mode),
         };
         let pin_name = pin_name(&endpoint.id);
         fault::point("before-attach");
-        endpoint.programs = match self.program(&endpoint, &addresses) {
-            Ok(programs) => programs,
-            Err(e) => {
+        // The record is written while the link is attached: the attach waits for an RCU
+        // grace period, the record for two fsyncs, and neither needs the other. Without
+        // the state lock: the claim keeps everyone else from this endpoint, and its
+        // addresses stay reserved until it is registered. A crash between the two leaves
+        // a record whose link reconciliation re-attaches (or removes, once the link is
+        // gone), or pins without a record, which reconciliation removes.
+        let (programmed, recorded) = std::thread::scope(|scope| {
+            let record = scope.spawn(|| self.store.record(endpoint.clone()));
+            let programmed = self.program(&endpoint, &addresses);
+            let recorded = record
+                .join()
+                .unwrap_or(Err(RegistryError::Panicked("writing the record")));
+            (programmed, recorded)
+        });
+        let recorded = match (programmed, recorded) {
+            (Ok(()), Ok(recorded)) => recorded,
+            (programmed, recorded) => {
                 self.rollback_datapath(&pin_name, &addresses);
-                return Err(internal(e));
+                if recorded.is_ok()
+                    && let Err(e) = self.store.unrecord(&endpoint.id)
+                {
+                    tracing::error!(endpoint = %endpoint.id, error = %e, "cannot remove the record of a failed endpoint");
+                }
+                return Err(match programmed {
+                    Err(e) => internal(e),
+                    Ok(()) => internal(recorded.err().map(|e| e.to_string()).unwrap_or_default()),
+                });
             }
         };
-        // Attached and mapped, not yet registered, no reply sent: the worst moment to die.
+        // Attached, mapped and recorded, not yet registered, no reply sent: the worst
+        // moment to die.
         fault::point("after-attach");
-        // The record without the state lock: the claim keeps everyone else from this
-        // endpoint, and its addresses stay reserved until it is registered.
-        let recorded = match self.store.record(endpoint.clone()) {
-            Ok(recorded) => recorded,
-            Err(e) => {
-                self.rollback_datapath(&pin_name, &addresses);
-                return Err(internal(e));
-            }
-        };
         self.state().registry.insert(recorded);
         drop(claim);
         tracing::info!(
@@ -346,8 +360,8 @@ impl Agent {
         Ok(endpoint)
     }
 
-    /// Attach an endpoint's programs and map its addresses; returns the attachments.
-    fn program(&self, endpoint: &Endpoint, addresses: &[IpAddr]) -> datapath::Result<Vec<String>> {
+    /// Attach an endpoint's programs and map its addresses.
+    fn program(&self, endpoint: &Endpoint, addresses: &[IpAddr]) -> datapath::Result<()> {
         let pin_name = pin_name(&endpoint.id);
         self.datapath.program_endpoint(&EndpointSpec {
             pin_name: &pin_name,
@@ -676,7 +690,7 @@ mod tests {
     }
 
     impl DatapathOps for FakeDatapath {
-        fn program_endpoint(&self, spec: &EndpointSpec<'_>) -> datapath::Result<Vec<String>> {
+        fn program_endpoint(&self, spec: &EndpointSpec<'_>) -> datapath::Result<()> {
             let mut s = self.with();
             for a in spec.addresses {
                 s.mapped
@@ -686,7 +700,7 @@ mod tests {
                 return Err(datapath::DatapathError::NoInterface("injected".into()));
             }
             s.pins.insert(spec.pin_name.to_string());
-            Ok(vec!["pod_egress@fake".into()])
+            Ok(())
         }
         fn remove_endpoint(&self, pin: &str, addresses: &[IpAddr]) -> datapath::Result<()> {
             let mut s = self.with();

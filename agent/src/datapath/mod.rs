@@ -69,8 +69,9 @@ pub type Result<T> = std::result::Result<T, DatapathError>;
 /// replace with an in-memory fake (`service::tests`). The remote-route map part is
 /// [`RouteMap`](crate::routing::RouteMap).
 pub trait DatapathOps: crate::routing::RouteMap + Send + Sync {
-    /// Map the endpoint's addresses and attach its program; the attachments made.
-    fn program_endpoint(&self, spec: &EndpointSpec<'_>) -> Result<Vec<String>>;
+    /// Map the endpoint's addresses and attach its program (the ones [`attachments`]
+    /// names).
+    fn program_endpoint(&self, spec: &EndpointSpec<'_>) -> Result<()>;
     /// Unmap the addresses and unpin the endpoint's links; idempotent.
     fn remove_endpoint(&self, pin_name: &str, addresses: &[IpAddr]) -> Result<()>;
     /// Addresses in the endpoint map (a walk of the map: for reconciliation).
@@ -93,7 +94,7 @@ pub trait DatapathOps: crate::routing::RouteMap + Send + Sync {
 }
 
 impl DatapathOps for Datapath {
-    fn program_endpoint(&self, spec: &EndpointSpec<'_>) -> Result<Vec<String>> {
+    fn program_endpoint(&self, spec: &EndpointSpec<'_>) -> Result<()> {
         Datapath::program_endpoint(self, spec)
     }
     fn remove_endpoint(&self, pin_name: &str, addresses: &[IpAddr]) -> Result<()> {
@@ -136,6 +137,21 @@ impl DatapathOps for Datapath {
             _ => Ok(()),
         }
     }
+}
+
+/// Where a pod's egress program attaches: the netkit peer hook, or tcx ingress of the
+/// host-side veth.
+fn egress_hook(mode: LinkMode) -> AttachType {
+    match mode {
+        LinkMode::Netkit => AttachType::NetkitPeer,
+        LinkMode::Veth => AttachType::TcxIngress,
+    }
+}
+
+/// The attachments an endpoint in `mode` gets, as its record lists them; known before
+/// the attach, so the record can be written while the attach runs.
+pub fn attachments(mode: LinkMode) -> Vec<String> {
+    vec![format!("pod_egress@{}", egress_hook(mode).name())]
 }
 
 /// What the datapath needs to know about one endpoint.
@@ -256,11 +272,12 @@ impl Datapath {
     /// One attach per pod: each costs an RCU grace period under the rtnl lock, the floor
     /// of a pod start. Traffic into the pod needs no program of its own — the fast path
     /// redirects into it and the stack routes to it — so the ingress hook stays empty.
-    pub fn program_endpoint(&self, spec: &EndpointSpec<'_>) -> Result<Vec<String>> {
-        let (flags, egress_at) = match spec.mode {
-            LinkMode::Netkit => (ENDPOINT_F_NETKIT, AttachType::NetkitPeer),
-            LinkMode::Veth => (ENDPOINT_F_VETH, AttachType::TcxIngress),
+    pub fn program_endpoint(&self, spec: &EndpointSpec<'_>) -> Result<()> {
+        let flags = match spec.mode {
+            LinkMode::Netkit => ENDPOINT_F_NETKIT,
+            LinkMode::Veth => ENDPOINT_F_VETH,
         };
+        let egress_at = egress_hook(spec.mode);
         let value = EndpointValue {
             ifindex: spec.host_ifindex,
             flags,
@@ -291,7 +308,7 @@ impl Datapath {
             spec.host_ifindex,
             egress_at,
         )?;
-        Ok(vec![format!("pod_egress@{}", egress_at.name())])
+        Ok(())
     }
 
     /// Detach an endpoint's programs (by removing their pins) and forget its addresses.

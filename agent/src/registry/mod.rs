@@ -43,6 +43,8 @@ pub enum RegistryError {
     Encode(#[from] serde_json::Error),
     #[error(transparent)]
     Durable(#[from] durable::DurableError),
+    #[error("{0} panicked")]
+    Panicked(&'static str),
 }
 
 type Result<T> = std::result::Result<T, RegistryError>;

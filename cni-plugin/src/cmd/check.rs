@@ -129,13 +129,13 @@ pub fn check(ctx: &mut Ctx<'_>) -> Result<(), Error> {
             }
         }
     }
-    let host_routes = ctx.kernel.routes(Ns::Host)?;
+    // Asked per address (RTM_GETROUTE) rather than by reading the host's routing table,
+    // which holds a route per pod on the node: what matters is where the kernel sends
+    // traffic for the pod's address.
     for cidr in &want {
         let host_cidr = Cidr::host(cidr.addr);
-        let present = host_routes.iter().any(|r| {
-            r.dst == host_cidr.addr && r.prefix == host_cidr.prefix && r.oif == Some(host.index)
-        });
-        if !present {
+        let via = ctx.kernel.route_get(Ns::Host, cidr.addr)?;
+        if via.and_then(|r| r.oif) != Some(host.index) {
             return Err(mismatch(format!(
                 "host route {host_cidr} dev {host_name} is missing"
             )));
