@@ -45,6 +45,18 @@ pub struct Agent {
     settled: Condvar,
     /// How routing to other nodes stands, for `status` (see `routing`).
     nodes_note: Mutex<Option<String>>,
+    /// Teardowns handed over by DELs, waiting for a teardown thread.
+    teardowns: Mutex<Teardowns>,
+}
+
+/// At most this many teardown threads at once: each deletion holds the rtnl lock for a
+/// grace period, so more would only queue in the kernel instead of here.
+const TEARDOWN_THREADS: usize = 4;
+
+#[derive(Default)]
+struct Teardowns {
+    queue: std::collections::VecDeque<EndpointId>,
+    threads: usize,
 }
 
 struct State {
@@ -104,6 +116,7 @@ impl Agent {
             }),
             settled: Condvar::new(),
             nodes_note: Mutex::new(None),
+            teardowns: Mutex::new(Teardowns::default()),
         }
     }
 
@@ -446,15 +459,46 @@ impl Agent {
         }
     }
 
-    /// Run [`Agent::finish_release`] on a thread of its own, after the reply.
+    /// Queue [`Agent::finish_release`] for a teardown thread (started here when fewer
+    /// than [`TEARDOWN_THREADS`] run), after the reply.
     pub fn spawn_teardown(self: &Arc<Self>, id: EndpointId) {
+        let mut teardowns = self.teardowns();
+        teardowns.queue.push_back(id);
+        if teardowns.threads >= TEARDOWN_THREADS {
+            return;
+        }
         let agent = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name("teardown".into())
-            .spawn(move || agent.finish_release(&id));
-        if let Err(e) = spawned {
+            .spawn(move || agent.run_teardowns());
+        match spawned {
+            Ok(_) => teardowns.threads += 1,
             // Still releasing: the periodic reconciliation finishes it.
-            tracing::error!(error = %e, "cannot start a teardown thread");
+            Err(e) => tracing::error!(error = %e, "cannot start a teardown thread"),
+        }
+    }
+
+    fn teardowns(&self) -> MutexGuard<'_, Teardowns> {
+        self.teardowns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A teardown thread: finish queued teardowns until there are none.
+    fn run_teardowns(&self) {
+        loop {
+            let next = {
+                let mut teardowns = self.teardowns();
+                let next = teardowns.queue.pop_front();
+                if next.is_none() {
+                    teardowns.threads -= 1;
+                }
+                next
+            };
+            match next {
+                Some(id) => self.finish_release(&id),
+                None => return,
+            }
         }
     }
 
@@ -951,6 +995,33 @@ mod tests {
         assert_eq!(agent.releasing_count(), 0);
         assert!(fake.with().links.is_empty());
         assert_eq!(agent.handle(del(false)), Response::Done);
+    }
+
+    #[test]
+    fn a_burst_of_teardowns_all_finish_on_a_bounded_number_of_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, fake) = agent_with_links(dir.path(), 12);
+        let agent = Arc::new(agent);
+        let n = fill(&agent);
+        for i in 1..=n {
+            let del = Request::DelEndpoint {
+                id: id(&format!("c{i}"), "eth0"),
+                take_link: true,
+            };
+            assert_eq!(agent.handle(del), Response::Releasing);
+            assert!(agent.teardowns().threads <= TEARDOWN_THREADS);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while agent.releasing_count() > 0 || agent.teardowns().threads > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "teardowns never finished"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(fake.with().pins.is_empty());
+        assert!((1..=n).all(|i| !fake.with().links.contains_key(&format!("nk{i}"))));
+        assert_eq!(agent.endpoint_count(), 0);
     }
 
     #[test]
