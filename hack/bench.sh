@@ -9,7 +9,7 @@
 #     TCP throughput with 1 and 4 streams (iperf3), CPU seconds per GB moved (/proc/stat),
 #     request/response round trips p50/p99 (sockperf ping-pong, TCP and UDP), HTTP
 #     connections per second (wrk, a new connection per request, busybox httpd);
-#  3. cross-node datapath: not measured yet (one line says so);
+#  3. cross-node datapath: hack/bench-crossnode.sh, pod -> remote pod vs node -> node over one wire;
 #  4. the agent: RSS and CPU idle and with 1,000 endpoints, request-to-ack time, and the
 #     verifier's processed-instruction count per program.
 #
