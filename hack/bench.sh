@@ -584,11 +584,18 @@ if want pods; then
     fi
     echo
     row4 "ADD p50 as the node fills ($SAMPLE ADDs each)" "$FEW pods" "$GROW pods" "growth" ""
+    agent_elapsed "$TAG-nk-x$FEW-" >"$RUN/agent.at.$FEW"
+    agent_elapsed "$TAG-nk-x$GROW-" >"$RUN/agent.at.$GROW"
     for n in nk ptp; do
         l="label_$n"
         g0=$(pct 50 "$RUN/$n.at.$FEW")
         g1=$(pct 50 "$RUN/$n.at.$GROW")
         row4 "${!l}" "$(ms "$g0")" "$(ms "$g1")" "$(ratio "$g1" "$g0")" ""
+        if [ "$n" = nk ]; then
+            g0=$(pct 50 "$RUN/agent.at.$FEW")
+            g1=$(pct 50 "$RUN/agent.at.$GROW")
+            row4 "  of which the agent's own work (*)" "$(ms "$g0")" "$(ms "$g1")" "$(ratio "$g1" "$g0")" ""
+        fi
     done
     g0=$(pct 50 "$RUN/nk.at.$FEW")
     g1=$(pct 50 "$RUN/nk.at.$GROW")
