@@ -1,35 +1,86 @@
 #!/usr/bin/env bash
 # Cross-node benchmark, measured in one run: two "nodes" (network namespaces joined by a
 # bridge, as the multi-node tier builds them), an agent on each routing the other's pod
-# CIDR from a node file, one pod on each; then
-#   TCP throughput (iperf3, 1 stream) and ICMP round-trip time (ping, 500 at 5 ms),
-#   pod -> remote pod against node -> node over the same wire.
-# Prints both and their ratios, plus the datapath counters that prove the fast path ran.
+# CIDR from a node file, one netkit-cni pod on each and, as the reference, one pod of the
+# `ptp` plugin (host-local IPAM, plain kernel routing, no BPF) on each; then, over the same
+# wire,
+#   TCP throughput (iperf3, 1 stream), ICMP round-trip time (ping, 500 at 5 ms), and
+#   request/response round trips p50/p99 (sockperf ping-pong, TCP and UDP, back to back),
+# for pod -> remote pod (netkit-cni), ptp pod -> remote ptp pod, and node -> node. Each
+# round measures the three one after the other; with several rounds the figure is the
+# median over rounds. Prints the figures and the ratios to node -> node, the datapath
+# counters that prove the fast path ran, and what each BPF program costs per run: a last
+# phase turns kernel.bpf_stats_enabled on (restored on exit) around one more UDP
+# ping-pong per path and reads run_cnt / run_time_ns of the programs behind the agents'
+# pinned links, and BPF_PROG_TEST_RUN times each program alone on one packet
+# (hack/bench/bpf.c, built with cc).
 #
-#   hack/bench-crossnode.sh        on this kernel (veth here) (NETKIT_BENCH_SECS=5 per run)
+#   hack/bench-crossnode.sh        on this kernel (veth here)
 #   hack/bench-crossnode.sh --vm   inside the netkit VM (TCG: read the ratios)
+#
+# Knobs (environment): NETKIT_BENCH_SECS seconds per test (default 5), NETKIT_BENCH_ROUNDS
+# rounds (default 1), NETKIT_BENCH_CPU the CPU ping and sockperf (client and server) are
+# pinned to (default the last), NETKIT_BENCH_BIN a directory with netkit-cni and netkit-agent to
+# measure instead of building release binaries from this tree (to compare two builds).
+# Everything runs in namespaces named nkx<PID>-*, with bpffs and state under nkx<PID>;
+# all of it is removed on exit. sockperf, cc or the ptp plugin missing skips their figures.
 set -euo pipefail
+export LC_ALL=C
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ -z "${NETKIT_VM_GUEST:-}" ]; then
-    (cd "$REPO" && cargo build --release --bins -p netkit-cni -p netkit-agent >/dev/null 2>&1)
-    BIN="$REPO/target/release"
+    if [ -n "${NETKIT_BENCH_BIN:-}" ]; then
+        BIN="$(cd "$NETKIT_BENCH_BIN" && pwd)"
+    else
+        (cd "$REPO" && cargo build --release --bins -p netkit-cni -p netkit-agent >/dev/null 2>&1) ||
+            { echo "bench: cargo build --release failed" >&2; exit 1; }
+        BIN="$REPO/target/release"
+    fi
+    BPFSTAT="$REPO/target/bench/crossnode/nk-bench-bpf"
+    mkdir -p "$(dirname "$BPFSTAT")"
+    if ! { command -v cc >/dev/null && cc -O2 -Wall -o "$BPFSTAT.$$" "$REPO/hack/bench/bpf.c" &&
+        mv -f "$BPFSTAT.$$" "$BPFSTAT"; }; then
+        rm -f "$BPFSTAT" "$BPFSTAT.$$"
+    fi
     if [ "${1:-}" = "--vm" ]; then
         # The same measurement inside the netkit VM: pods on netkit there.
-        exec "$REPO/hack/vm/run.sh" --bin "$BIN/netkit-cni" --bin "$BIN/netkit-agent" \
-            --bin "$REPO/hack/bench-crossnode.sh" --bin "$(command -v iperf3)" \
-            --bin "$(command -v bc)" --bin "$(command -v nsenter)" -- bench-crossnode.sh
+        vmargs=(--bin "$BIN/netkit-cni" --bin "$BIN/netkit-agent" --bin "$REPO/hack/bench-crossnode.sh"
+            --bin "$(command -v iperf3)" --bin "$(command -v nsenter)" --bin "$(command -v taskset)")
+        for t in sockperf; do
+            command -v "$t" >/dev/null && vmargs+=(--bin "$(command -v "$t")")
+        done
+        [ -x "$BPFSTAT" ] && vmargs+=(--bin "$BPFSTAT")
+        [ -x /usr/lib/cni/ptp ] && [ -x /usr/lib/cni/host-local ] &&
+            vmargs+=(--bin /usr/lib/cni/ptp --bin /usr/lib/cni/host-local --env NETKIT_REF_CNI=/opt/netkit/bin)
+        for v in NETKIT_BENCH_SECS NETKIT_BENCH_ROUNDS NETKIT_BENCH_CPU; do
+            [ -n "${!v:-}" ] && vmargs+=(--env "$v=${!v}")
+        done
+        export NETKIT_VM_TIMEOUT="${NETKIT_VM_TIMEOUT:-1800}"
+        exec "$REPO/hack/vm/run.sh" "${vmargs[@]}" -- bench-crossnode.sh
     fi
 else
     BIN="${NETKIT_BIN_DIR:-/opt/netkit/bin}"
+    BPFSTAT="$BIN/nk-bench-bpf"
 fi
+REF="${NETKIT_REF_CNI:-/usr/lib/cni}"
 SECS="${NETKIT_BENCH_SECS:-5}"
+ROUNDS="${NETKIT_BENCH_ROUNDS:-1}"
+# Round trips are timed with client and server on one CPU: what is measured is then the
+# path's own work (every hop runs on the sending CPU: veth and the backlog stay local),
+# not how long a sleeping CPU takes to wake for a cross-CPU wake-up, which on a VM is
+# tens of microseconds and swamps the path.
+CPU="${NETKIT_BENCH_CPU:-$(($(nproc) - 1))}"
 TAG="nkx$$"
 RUN="/run/$TAG"
 PIDS=()
+STATS0=""
+
+have() { command -v "$1" >/dev/null 2>&1; }
+say() { echo "bench: $*" >&2; }
 
 cleanup() {
     set +e
+    [ -n "$STATS0" ] && sysctl -q -w kernel.bpf_stats_enabled="$STATS0"
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
     for ns in $(ip netns list | awk '{print $1}' | grep "^$TAG"); do ip netns del "$ns"; done
     rm -rf "/sys/fs/bpf/$TAG-"* "$RUN"
@@ -59,6 +110,8 @@ nodes:
     addresses: [192.0.2.2]
     podCIDRs: [10.201.2.0/24]
 EOF
+PTP=0
+[ -x "$REF/ptp" ] && [ -x "$REF/host-local" ] && PTP=1
 for i in 1 2; do
     n="$TAG-n$i"
     nsenter --net="/run/netns/$n" "$BIN/netkit-agent" run --socket "$RUN/n$i.sock" \
@@ -73,17 +126,41 @@ for i in 1 2; do
     nsenter --net="/run/netns/$n" env CNI_COMMAND=ADD CNI_CONTAINERID="$TAG-pod$i" \
         CNI_NETNS="/run/netns/$TAG-pod$i" CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni \
         "$BIN/netkit-cni" <"$RUN/n$i.conf" >"$RUN/pod$i.json"
+    if [ "$PTP" = 1 ]; then
+        # The reference pod: ptp's veth pair and a /32 route on the node, in a CIDR of its
+        # own that the other node routes by a plain kernel route (the agent leaves alone).
+        printf '{"cniVersion":"1.0.0","name":"xptp","type":"ptp","ipMasq":false,"ipam":{"type":"host-local","subnet":"10.202.%s.0/24","routes":[{"dst":"0.0.0.0/0"}],"dataDir":"%s"}}\n' \
+            "$i" "$RUN/n$i-hl" >"$RUN/n$i-ptp.conf"
+        ip netns add "$TAG-ptp$i"
+        nsenter --net="/run/netns/$n" env CNI_COMMAND=ADD CNI_CONTAINERID="$TAG-ptp$i" \
+            CNI_NETNS="/run/netns/$TAG-ptp$i" CNI_IFNAME=eth0 CNI_PATH="$REF" \
+            "$REF/ptp" <"$RUN/n$i-ptp.conf" >/dev/null
+        ip -n "$n" route add "10.202.$((3 - i)).0/24" via "192.0.2.$((3 - i))"
+    fi
 done
 # Routes take a moment to appear (the agents poll the file every second).
 for _ in $(seq 50); do
     [ "$(ip -n "$TAG-n1" route show proto 197 | wc -l)" -ge 1 ] && break
     sleep 0.2
 done
-pod_ip() { ip -n "$TAG-pod$1" -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1; }
-P2="$(pod_ip 2)"
+pod_ip() { ip -n "$1" -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1; }
 stat() { "$BIN/netkit-agent" stats --json --socket "$RUN/$1.sock" | sed -n "s/.*\"$2\":[[:space:]]*\([0-9]*\).*/\1/p"; }
 
-# iperf3 CLIENT_NS SERVER_NS ADDR -> Gbit/s
+# The paths: client namespace, server namespace, server address.
+PATHS=(pod node)
+declare -A CL SV AD
+CL[pod]="$TAG-pod1" SV[pod]="$TAG-pod2" AD[pod]="$(pod_ip "$TAG-pod2")"
+CL[node]="$TAG-n1" SV[node]="$TAG-n2" AD[node]=192.0.2.2
+if [ "$PTP" = 1 ]; then
+    PATHS=(pod ptp node)
+    CL[ptp]="$TAG-ptp1" SV[ptp]="$TAG-ptp2" AD[ptp]="$(pod_ip "$TAG-ptp2")"
+fi
+for p in "${PATHS[@]}"; do
+    ip netns exec "${CL[$p]}" ping -c 3 -W 1 -q "${AD[$p]}" >/dev/null ||
+        { echo "bench: ${CL[$p]} cannot reach ${AD[$p]}" >&2; exit 1; }
+done
+
+# iperf CLIENT_NS SERVER_NS ADDR -> Gbit/s
 iperf() {
     ip netns exec "$2" iperf3 -s -1 -D -B "$3" -I "$RUN/iperf.pid" >/dev/null
     sleep 0.3
@@ -93,25 +170,147 @@ iperf() {
 }
 # rtt FROM_NS ADDR -> average RTT in microseconds over 500 pings
 rtt() {
-    ip netns exec "$1" ping -q -c 500 -i 0.005 "$2" | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p' |
+    ip netns exec "$1" taskset -c "$CPU" ping -q -c 500 -i 0.005 "$2" | sed -n 's|.*= [0-9.]*/\([0-9.]*\)/.*|\1|p' |
         awk '{printf "%.0f", $1 * 1000}'
 }
+# rr CLIENT_NS SERVER_NS ADDR tcp|udp SECS -> "P50_US P99_US" (sockperf ping-pong, as hack/bench.sh)
+rr() {
+    local flag="" spid out="$RUN/sockperf.out"
+    [ "$4" = tcp ] && flag=--tcp
+    ip netns exec "$2" taskset -c "$CPU" sockperf server -i "$3" -p 11111 $flag >/dev/null 2>&1 &
+    spid=$!
+    PIDS+=("$spid")
+    sleep 0.5
+    ip netns exec "$1" taskset -c "$CPU" sockperf ping-pong -i "$3" -p 11111 $flag -t "$5" --full-rtt >"$out" 2>&1 || true
+    kill "$spid" 2>/dev/null
+    wait "$spid" 2>/dev/null || true
+    awk '/percentile 50.000 =/ {p50 = $NF} /percentile 99.000 =/ {p99 = $NF}
+        END {if (p50 == "") print "- -"; else printf "%.1f %.1f\n", p50, p99}' "$out"
+}
+# median of the arguments ("-" when there are none)
+median() { printf '%s\n' "$@" | grep -v '^-$' | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+ratio() { if [ "${1:--}" = - ] || [ "${2:--}" = - ]; then echo -; else echo "$1 $2" | awk '{printf "%.2f", $1 / $2}'; fi; }
 
-ip netns exec "$TAG-pod1" ping -c 3 -W 1 -q "$P2" >/dev/null || { echo "bench: pods cannot reach each other" >&2; exit 1; }
-sent0=$(( $(stat n1 fib_ok) + $(stat n1 redirect_neigh) ))
+declare -A V # V[path.metric] = space-separated values, one per round
+add() { V[$1]="${V[$1]:-} $2"; }
+sent0=$(($(stat n1 fib_ok) + $(stat n1 redirect_neigh)))
 recv0=$(stat n2 redirect_peer)
-pod_bw=$(iperf "$TAG-pod1" "$TAG-pod2" "$P2")
-pod_rtt=$(rtt "$TAG-pod1" "$P2")
-sent=$(( $(stat n1 fib_ok) + $(stat n1 redirect_neigh) - sent0 ))
-recv=$(( $(stat n2 redirect_peer) - recv0 ))
-node_bw=$(iperf "$TAG-n1" "$TAG-n2" 192.0.2.2)
-node_rtt=$(rtt "$TAG-n1" 192.0.2.2)
+for r in $(seq "$ROUNDS"); do
+    for p in "${PATHS[@]}"; do
+        say "round $r/$ROUNDS, $p: iperf3 ${SECS}s, ping 500, sockperf TCP and UDP ${SECS}s each"
+        add "$p.bw" "$(iperf "${CL[$p]}" "${SV[$p]}" "${AD[$p]}")"
+        add "$p.rtt" "$(rtt "${CL[$p]}" "${AD[$p]}")"
+        if have sockperf; then
+            for proto in tcp udp; do
+                read -r a b < <(rr "${CL[$p]}" "${SV[$p]}" "${AD[$p]}" "$proto" "$SECS")
+                add "$p.${proto}50" "$a"
+                add "$p.${proto}99" "$b"
+            done
+        fi
+    done
+done
+sent=$(($(stat n1 fib_ok) + $(stat n1 redirect_neigh) - sent0))
+recv=$(($(stat n2 redirect_peer) - recv0))
+
+# The programs' own cost: run_cnt and run_time_ns over one more UDP ping-pong per path,
+# with kernel.bpf_stats_enabled=1 for just that long (it adds two clock reads per run).
+PROGS=() # "LABEL PIN"
+if [ -x "$BPFSTAT" ] && [ -w /proc/sys/kernel/bpf_stats_enabled ] && have sockperf; then
+    for i in 1 2; do
+        for pin in "/sys/fs/bpf/$TAG-n$i/endpoints/"*/egress; do
+            [ -e "$pin" ] && PROGS+=("n$i:pod-egress $pin")
+        done
+        PROGS+=("n$i:uplink-ingress /sys/fs/bpf/$TAG-n$i/uplink/eth0")
+    done
+fi
+# runstats -> "LABEL NAME RUN_CNT RUN_TIME_NS" per program
+runstats() {
+    local label pin
+    for lp in "${PROGS[@]}"; do
+        read -r label pin <<<"$lp"
+        "$BPFSTAT" runstats "$pin" | awk -v l="$label" '{print l, $2, $3, $4}'
+    done
+}
+declare -A PS # PS[path] = the per-program lines of that path's stats window
+if [ "${#PROGS[@]}" -gt 0 ]; then
+    STATS0="$(cat /proc/sys/kernel/bpf_stats_enabled)"
+    for p in "${PATHS[@]}"; do
+        say "bpf stats, $p: sockperf UDP ${SECS}s with kernel.bpf_stats_enabled=1"
+        before="$(runstats)"
+        sysctl -q -w kernel.bpf_stats_enabled=1
+        read -r u50 _ < <(rr "${CL[$p]}" "${SV[$p]}" "${AD[$p]}" udp "$SECS")
+        sysctl -q -w kernel.bpf_stats_enabled="$STATS0"
+        after="$(runstats)"
+        PS[$p]="$(paste -d' ' <(echo "$before") <(echo "$after") |
+            awk '{c = $7 - $3; t = $8 - $4; printf "%s %s %d %s\n", $1, $2, c, (c > 0 ? sprintf("%.0f", t / c) : "-")}')"
+        PS[$p.u50]="$u50"
+    done
+fi
+
+# The same programs on one packet each, BPF_PROG_TEST_RUN: the program alone (cache-hot,
+# its helpers and kfuncs included, no bpf_stats clock reads): pod egress on n1 to the remote
+# pod, uplink ingress on n2 from it, and uplink ingress on n2 for node -> node traffic (the
+# one program that path meets: it hands the packet to the stack).
+declare -A TR
+if [ -x "$BPFSTAT" ]; then
+    eg_pin="$(ls -d "/sys/fs/bpf/$TAG-n1/endpoints/"*"$TAG-pod1"*/egress 2>/dev/null | head -n1)"
+    eg_if="$(ip -n "$TAG-pod1" -o link show eth0 | sed -n 's/.*@if\([0-9]*\).*/\1/p')"
+    up_if="$(ip -n "$TAG-n2" -o link show eth0 | cut -d: -f1)"
+    P1="$(pod_ip "$TAG-pod1")"
+    testrun() { # NODE PIN IFINDEX SRC DST PROTO -> ns per run
+        nsenter --net="/run/netns/$TAG-$1" "$BPFSTAT" testrun "$2" "$3" "$4" "$5" "$6" 2000 | awk '{print $1}'
+    }
+    for proto in udp tcp icmp; do
+        [ -n "$eg_pin" ] && TR[egress.$proto]="$(testrun n1 "$eg_pin" "$eg_if" "$P1" "${AD[pod]}" "$proto")"
+        TR[uplink.$proto]="$(testrun n2 "/sys/fs/bpf/$TAG-n2/uplink/eth0" "$up_if" "$P1" "${AD[pod]}" "$proto")"
+        TR[pass.$proto]="$(testrun n2 "/sys/fs/bpf/$TAG-n2/uplink/eth0" "$up_if" 192.0.2.1 192.0.2.2 "$proto")"
+    done
+fi
 
 mode=$([ -n "${NETKIT_VM_GUEST:-}" ] && echo "netkit (VM)" || echo "veth fallback")
-printf 'cross-node, %s, pods on %s, %s s per run\n' "$(uname -r)" "$mode" "$SECS"
-printf '  TCP throughput   pod -> remote pod %7s Gbit/s   node -> node %7s Gbit/s   ratio %.2f\n' \
-    "$pod_bw" "$node_bw" "$(echo "$pod_bw/$node_bw" | bc -l)"
-printf '  ICMP RTT (avg)   pod -> remote pod %7s us       node -> node %7s us       ratio %.2f\n' \
-    "$pod_rtt" "$node_rtt" "$(echo "$pod_rtt/$node_rtt" | bc -l)"
+printf 'cross-node, %s, netkit-cni pods on %s, %s s per test, %s round(s) (median)\n' "$(uname -r)" "$mode" "$SECS" "$ROUNDS"
+row() { printf '  %-30s %14s %14s %14s %12s %12s\n' "$@"; }
+row "" "pod->rem. pod" "ptp->rem. ptp" "node->node" "pod / node" "ptp / node"
+metric() { # LABEL KEY
+    local pod ptp node
+    pod=$(median ${V[pod.$2]}) node=$(median ${V[node.$2]}) ptp=-
+    [ "$PTP" = 1 ] && ptp=$(median ${V[ptp.$2]})
+    row "$1" "$pod" "$ptp" "$node" "$(ratio "$pod" "$node")" "$(ratio "$ptp" "$node")"
+}
+metric "TCP throughput (Gbit/s)" bw
+metric "ICMP RTT avg (us, ping)" rtt
+if have sockperf; then
+    metric "TCP round trip p50 (us)" tcp50
+    metric "TCP round trip p99 (us)" tcp99
+    metric "UDP round trip p50 (us)" udp50
+    metric "UDP round trip p99 (us)" udp99
+else
+    echo "  request/response: skipped, sockperf is not installed (apt-get install sockperf)"
+fi
+[ "$PTP" = 1 ] || echo "  ptp column: skipped, no $REF/ptp and $REF/host-local (apt-get install containernetworking-plugins)"
+echo "  (ping and sockperf pinned to CPU $CPU, client and server; sockperf ping-pong: back to back, 14-byte messages,"
+echo "   full round trip; ptp = the reference plugin's veth pod, kernel routing, no BPF; iperf3 not pinned)"
 printf '  fast path: %s packets routed by pod egress on n1 (fib_ok + redirect_neigh), %s put into the pod by n2 uplink (redirect_peer)\n' \
     "$sent" "$recv"
+if [ "${#PROGS[@]}" -gt 0 ]; then
+    echo "  BPF program cost (kernel.bpf_stats_enabled=1, one UDP ping-pong of ${SECS}s per path;"
+    echo "  ns per run = run_time_ns / run_cnt, programs that ran under 100 times left out):"
+    for p in "${PATHS[@]}"; do
+        printf '    %s (UDP p50 %s us with stats on):' "$p" "${PS[$p.u50]}"
+        while read -r label name cnt ns; do
+            [ "$cnt" -ge 100 ] && printf '  %s %s ns/run (%s runs);' "$label" "$ns" "$cnt"
+        done <<<"${PS[$p]}"
+        echo
+    done
+fi
+if [ -x "$BPFSTAT" ]; then
+    echo "  BPF program alone (BPF_PROG_TEST_RUN, one packet, cache-hot; ns per run, UDP / TCP / ICMP echo):"
+    printf '    n1 pod egress, pod -> remote pod (routed: FIB lookup, MACs, TTL):  %s / %s / %s\n' \
+        "${TR[egress.udp]:--}" "${TR[egress.tcp]:--}" "${TR[egress.icmp]:--}"
+    printf '    n2 uplink ingress, remote pod -> pod (redirect_peer):               %s / %s / %s\n' \
+        "${TR[uplink.udp]:--}" "${TR[uplink.tcp]:--}" "${TR[uplink.icmp]:--}"
+    printf '    n2 uplink ingress, node -> node (handed to the stack):              %s / %s / %s\n' \
+        "${TR[pass.udp]:--}" "${TR[pass.tcp]:--}" "${TR[pass.icmp]:--}"
+else
+    echo "  BPF program cost: skipped, hack/bench/bpf.c not built (no C compiler)"
+fi
