@@ -40,7 +40,7 @@ const CT_OPTS_SIZE: u32 = 12;
 const _: () = assert!(core::mem::size_of::<CtOpts>() == CT_OPTS_SIZE as usize);
 
 /// `struct bpf_sock_tuple`'s IPv4 arm: addresses and ports in network byte order.
-#[repr(C)]
+#[repr(C, align(4))]
 struct TupleV4 {
     saddr: [u8; 4],
     daddr: [u8; 4],
@@ -50,7 +50,7 @@ struct TupleV4 {
 const _: () = assert!(core::mem::size_of::<TupleV4>() == 12);
 
 /// `struct bpf_sock_tuple`'s IPv6 arm.
-#[repr(C)]
+#[repr(C, align(4))]
 struct TupleV6 {
     saddr: [u8; 16],
     daddr: [u8; 16],

@@ -6,21 +6,27 @@ use aya_ebpf::bindings::{
     BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, bpf_fib_lookup, bpf_redir_neigh,
 };
 use aya_ebpf::helpers::generated::{
-    bpf_fib_lookup as fib_lookup, bpf_l3_csum_replace, bpf_redirect, bpf_redirect_neigh,
+    bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh,
 };
 use aya_ebpf::programs::TcContext;
+use core::mem::MaybeUninit;
 use netkit_common::Stat;
 
-use crate::packet::Addresses;
+use crate::packet::{self, Addresses};
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 const ETH_HLEN: usize = 14;
-/// Offsets in the IPv4 header: TTL (with the protocol after it), header checksum.
+/// Offsets in the frame: the IPv4 TTL (with the protocol after it), the IPv4 header
+/// checksum.
 const IPV4_TTL: usize = ETH_HLEN + 8;
 const IPV4_CSUM: usize = ETH_HLEN + 10;
 /// Offset of the IPv6 hop limit.
 const IPV6_HOP_LIMIT: usize = ETH_HLEN + 7;
+
+/// `struct bpf_fib_lookup` (64 bytes) 8-aligned, so `packet::zeroed_words` can zero it.
+#[repr(C, align(8))]
+struct FibParams(bpf_fib_lookup);
 
 /// Forward `addrs` towards its next hop. Returns the counter and the verdict.
 #[inline(always)]
@@ -31,9 +37,10 @@ pub fn to_remote_pod(ctx: &TcContext, addrs: &Addresses, in_ifindex: u32) -> (St
         return (Stat::PassTtl, TC_ACT_OK as i32);
     }
     let v4 = addrs.src.v4().zip(addrs.dst.v4());
+    let mut slot = MaybeUninit::<FibParams>::uninit();
     // SAFETY: an all-zero bpf_fib_lookup is a valid value (plain integers and unions
     // of integers).
-    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    let params = &mut unsafe { packet::zeroed_words(&mut slot) }.0;
     params.l4_protocol = addrs.proto;
     params.sport = u16::from_ne_bytes(addrs.sport);
     params.dport = u16::from_ne_bytes(addrs.dport);
@@ -54,13 +61,11 @@ pub fn to_remote_pod(ctx: &TcContext, addrs: &Addresses, in_ifindex: u32) -> (St
     }
     let size = core::mem::size_of::<bpf_fib_lookup>() as i32;
     // SAFETY: the context pointer the kernel passed in and a live, initialised params.
-    let ret = unsafe { fib_lookup(ctx.skb.skb.cast(), &mut params, size, 0) } as u32;
+    let ret = unsafe { fib_lookup(ctx.skb.skb.cast(), params, size, 0) } as u32;
     match ret {
         BPF_FIB_LKUP_RET_SUCCESS => {
-            let mut macs = [0u8; 12];
-            macs[..6].copy_from_slice(&params.dmac);
-            macs[6..].copy_from_slice(&params.smac);
-            if ctx.store(0, &macs, 0).is_err() || decrement_ttl(ctx, addrs, v4.is_some()).is_err() {
+            if rewrite_for_next_hop(ctx, Some((&params.dmac, &params.smac)), v4.is_some()).is_err()
+            {
                 return (Stat::DropPolicy, aya_ebpf::bindings::TC_ACT_SHOT);
             }
             // SAFETY: helper call with plain integer arguments.
@@ -68,7 +73,7 @@ pub fn to_remote_pod(ctx: &TcContext, addrs: &Addresses, in_ifindex: u32) -> (St
                 as i32)
         }
         BPF_FIB_LKUP_RET_NO_NEIGH => {
-            if decrement_ttl(ctx, addrs, v4.is_some()).is_err() {
+            if rewrite_for_next_hop(ctx, None, v4.is_some()).is_err() {
                 return (Stat::DropPolicy, aya_ebpf::bindings::TC_ACT_SHOT);
             }
             // The next hop the lookup chose (it may be of the other family: an IPv4
@@ -95,27 +100,76 @@ pub fn to_remote_pod(ctx: &TcContext, addrs: &Addresses, in_ifindex: u32) -> (St
     }
 }
 
-/// TTL / hop limit minus one, as a router does; IPv4's header checksum follows along.
+/// Rewrite the frame for its next hop in one `bpf_skb_store_bytes`: the MACs the FIB
+/// lookup resolved (`None` when the kernel fills in L2 itself, `bpf_redirect_neigh`) and
+/// the TTL / hop limit minus one, as a router does, with IPv4's header checksum following
+/// along. The bytes between them are written back unchanged. One helper call instead of
+/// three (MACs, checksum, TTL): each is a call into the kernel and its own writability
+/// check on the skb. The caller checked that the TTL is above 1.
 #[inline(always)]
-fn decrement_ttl(ctx: &TcContext, addrs: &Addresses, v4: bool) -> Result<(), ()> {
-    let new = addrs.ttl - 1;
-    if v4 {
-        // The checksum covers 16-bit words; TTL is the first byte of its word (the
-        // protocol, unchanged, the second). The helper takes the words as they lie in
-        // memory, so the unchanged byte may be left as zero on both sides.
-        let old_word = u64::from(u16::from_ne_bytes([addrs.ttl, 0]));
-        let new_word = u64::from(u16::from_ne_bytes([new, 0]));
-        // SAFETY: the context pointer the kernel passed in; the offsets are inside the
-        // IPv4 header the parser read.
-        let ret =
-            unsafe { bpf_l3_csum_replace(ctx.skb.skb, IPV4_CSUM as u32, old_word, new_word, 2) };
-        if ret != 0 {
-            return Err(());
+fn rewrite_for_next_hop(
+    ctx: &TcContext,
+    macs: Option<(&[u8; 6], &[u8; 6])>,
+    v4: bool,
+) -> Result<(), ()> {
+    match (macs, v4) {
+        (Some((dmac, smac)), true) => {
+            // Ethernet, then the IPv4 header up to and including its checksum.
+            let mut frame = packet::read_array::<{ IPV4_CSUM + 2 }>(ctx, 0).ok_or(())?;
+            frame[..6].copy_from_slice(dmac);
+            frame[6..12].copy_from_slice(smac);
+            ipv4_decrement_ttl(&mut frame, IPV4_TTL);
+            ctx.store(0, &frame, 0).map_err(|_| ())
         }
-        ctx.store(IPV4_TTL, &new, 0).map_err(|_| ())
-    } else {
-        ctx.store(IPV6_HOP_LIMIT, &new, 0).map_err(|_| ())
+        (Some((dmac, smac)), false) => {
+            let mut frame = packet::read_array::<{ IPV6_HOP_LIMIT + 1 }>(ctx, 0).ok_or(())?;
+            frame[..6].copy_from_slice(dmac);
+            frame[6..12].copy_from_slice(smac);
+            frame[IPV6_HOP_LIMIT] = frame[IPV6_HOP_LIMIT].wrapping_sub(1);
+            ctx.store(0, &frame, 0).map_err(|_| ())
+        }
+        (None, true) => {
+            // TTL, protocol, checksum.
+            let mut word = packet::read_array::<4>(ctx, IPV4_TTL).ok_or(())?;
+            ipv4_decrement_ttl(&mut word, 0);
+            ctx.store(IPV4_TTL, &word, 0).map_err(|_| ())
+        }
+        (None, false) => {
+            let hop = packet::read_array::<1>(ctx, IPV6_HOP_LIMIT).ok_or(())?[0];
+            ctx.store(IPV6_HOP_LIMIT, &hop.wrapping_sub(1), 0)
+                .map_err(|_| ())
+        }
     }
+}
+
+/// In `bytes`, the IPv4 TTL at `ttl` (the protocol after it, the header checksum after
+/// that): TTL minus one, and the checksum updated incrementally exactly as the kernel's
+/// `csum_replace2` (what `bpf_l3_csum_replace` does) computes it, on the 16-bit word
+/// TTL + protocol as it lies in memory.
+#[inline(always)]
+fn ipv4_decrement_ttl(bytes: &mut [u8], ttl: usize) {
+    if ttl + 4 > bytes.len() {
+        return;
+    }
+    let old = u16::from_ne_bytes([bytes[ttl], bytes[ttl + 1]]);
+    bytes[ttl] = bytes[ttl].wrapping_sub(1);
+    let new = u16::from_ne_bytes([bytes[ttl], bytes[ttl + 1]]);
+    let check = u16::from_ne_bytes([bytes[ttl + 2], bytes[ttl + 3]]);
+    let check = csum_replace2(check, old, new);
+    bytes[ttl + 2..ttl + 4].copy_from_slice(&check.to_ne_bytes());
+}
+
+/// The kernel's `csum_replace2`: `~csum16_add(csum16_sub(~check, old), new)`.
+#[inline(always)]
+fn csum_replace2(check: u16, old: u16, new: u16) -> u16 {
+    !csum16_add(csum16_add(!check, !old), new)
+}
+
+/// One's complement 16-bit addition (the kernel's `csum16_add`: the carry wraps around).
+#[inline(always)]
+fn csum16_add(a: u16, b: u16) -> u16 {
+    let (sum, carry) = a.overflowing_add(b);
+    sum.wrapping_add(u16::from(carry))
 }
 
 /// 16 address bytes as the four u32 words the helper structs hold (network order kept).

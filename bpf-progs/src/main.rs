@@ -24,6 +24,8 @@ mod conntrack;
 mod forward;
 mod packet;
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     helpers::generated::{bpf_redirect, bpf_redirect_peer},
@@ -104,9 +106,10 @@ pub fn nk_pod_egress_noct(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn pod_egress<const CONNTRACK: bool>(ctx: &TcContext) -> i32 {
-    let mut addrs = Addresses::new();
-    match packet::parse(ctx, &mut addrs) {
-        Parsed::Ip => pod_egress_ip::<CONNTRACK>(ctx, &addrs),
+    let mut slot = MaybeUninit::uninit();
+    let addrs = Addresses::init(&mut slot);
+    match packet::parse(ctx, addrs) {
+        Parsed::Ip => pod_egress_ip::<CONNTRACK>(ctx, addrs),
         // ARP, neighbour discovery and MLD from a veth pod are link-local control
         // traffic for the host stack (it answers for the gateway); anything else
         // non-IP has no business leaving an L3 pod.
@@ -195,8 +198,9 @@ pub fn nk_uplink_ingress_noct(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn uplink_ingress<const CONNTRACK: bool>(ctx: &TcContext) -> i32 {
-    let mut addrs = Addresses::new();
-    if packet::parse(ctx, &mut addrs) != Parsed::Ip {
+    let mut slot = MaybeUninit::uninit();
+    let addrs = Addresses::init(&mut slot);
+    if packet::parse(ctx, addrs) != Parsed::Ip {
         count(Stat::Pass);
         return TC_ACT_OK;
     }
@@ -219,7 +223,7 @@ fn uplink_ingress<const CONNTRACK: bool>(ctx: &TcContext) -> i32 {
     }
     // A reply from a remote backend of a Service the pod called, or a NodePort client
     // kept un-masqueraded: the stack must undo the translation before the pod sees it.
-    if let Some(stat) = stack_must_handle::<CONNTRACK>(ctx, &addrs) {
+    if let Some(stat) = stack_must_handle::<CONNTRACK>(ctx, addrs) {
         count(stat);
         return TC_ACT_OK;
     }

@@ -1,6 +1,7 @@
 //! Header parsing with direct packet access: just the fields the datapath decides on.
 
 use aya_ebpf::programs::TcContext;
+use core::mem::MaybeUninit;
 use netkit_common::{EndpointKey, EndpointValue};
 
 const ETH_HLEN: usize = 14;
@@ -57,18 +58,14 @@ pub struct Addresses {
 }
 
 impl Addresses {
-    pub const fn new() -> Self {
-        Addresses {
-            src: EndpointKey { addr: [0; 16] },
-            dst: EndpointKey { addr: [0; 16] },
-            proto: 0,
-            sport: [0; 2],
-            dport: [0; 2],
-            flow: Flow::Unverifiable,
-            ttl: 0,
-            tos: 0,
-            ip_len: 0,
-        }
+    /// All fields zero, the flow `Unverifiable`, in `slot` (see `zeroed_words`).
+    #[inline(always)]
+    pub fn init(slot: &mut MaybeUninit<Addresses>) -> &mut Addresses {
+        // SAFETY: all zeros is a valid Addresses: byte arrays and integers, and a `Flow`
+        // of 0 (`Ports`), set right below.
+        let addrs = unsafe { zeroed_words(slot) };
+        addrs.flow = Flow::Unverifiable;
+        addrs
     }
 }
 
@@ -124,7 +121,7 @@ fn bytes_at(ctx: &TcContext, offset: usize, len: usize) -> Option<*const u8> {
 }
 
 #[inline(always)]
-fn read_array<const N: usize>(ctx: &TcContext, offset: usize) -> Option<[u8; N]> {
+pub fn read_array<const N: usize>(ctx: &TcContext, offset: usize) -> Option<[u8; N]> {
     let p = bytes_at(ctx, offset, N)?;
     // SAFETY: `bytes_at` checked that N bytes are inside the packet; unaligned read
     // because IP headers follow a 14-byte Ethernet header.
@@ -228,8 +225,34 @@ pub fn parse(ctx: &TcContext, out: &mut Addresses) -> Parsed {
 /// its host-side veth, as if the host had routed it.
 #[inline(always)]
 pub fn rewrite_macs(ctx: &TcContext, dst: &EndpointValue) -> Result<(), ()> {
-    let mut macs = [0u8; 12];
-    macs[..6].copy_from_slice(&dst.pod_mac);
-    macs[6..].copy_from_slice(&dst.host_mac);
-    ctx.store(0, &macs, 0).map_err(|_| ())
+    // Built whole, not zeroed and then filled: see `zeroed_words`.
+    let [a, b, c, d, e, f] = dst.pod_mac;
+    let [g, h, i, j, k, l] = dst.host_mac;
+    ctx.store(0, &[a, b, c, d, e, f, g, h, i, j, k, l], 0)
+        .map_err(|_| ())
+}
+
+/// `slot` set to all zeros with 8-byte volatile stores, for the larger structs every
+/// packet needs zeroed. Plain zeroing (`zeroed()`, a zero literal) lets LLVM merge the
+/// stores into a `memset` call, and on BPF that is compiler_builtins' byte-at-a-time loop:
+/// five instructions a byte.
+///
+/// # Safety
+///
+/// All zeros must be a valid `T`.
+#[inline(always)]
+pub unsafe fn zeroed_words<T>(slot: &mut MaybeUninit<T>) -> &mut T {
+    const {
+        assert!(core::mem::align_of::<T>() >= 8 && core::mem::size_of::<T>() % 8 == 0);
+    }
+    let words = slot.as_mut_ptr().cast::<u64>();
+    let mut i = 0;
+    while i < core::mem::size_of::<T>() / 8 {
+        // SAFETY: `T` is 8-aligned and a whole number of words long, so every word
+        // written is inside `slot` and aligned.
+        unsafe { words.add(i).write_volatile(0) };
+        i += 1;
+    }
+    // SAFETY: every byte is written, and the caller vouches that zeros are a valid `T`.
+    unsafe { slot.assume_init_mut() }
 }

@@ -106,8 +106,10 @@ pub const STAT_COUNT: u32 = 11;
 pub const MAX_ENDPOINT_ADDRS: u32 = 65_536;
 
 /// Key of `NK_ENDPOINTS`: one pod address. IPv4 is stored IPv4-mapped
-/// (`::ffff:a.b.c.d`) so one map serves both families.
-#[repr(C)]
+/// (`::ffff:a.b.c.d`) so one map serves both families. Aligned to 8 (the size stays 16,
+/// no padding): the BPF programs then build and copy keys in two 8-byte moves instead of
+/// sixteen byte moves (BPF has no unaligned loads and stores).
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct EndpointKey {
     /// Network byte order.
@@ -117,14 +119,16 @@ const _: () = assert!(core::mem::size_of::<EndpointKey>() == 16);
 
 impl EndpointKey {
     pub const fn from_v4(octets: [u8; 4]) -> Self {
-        let mut addr = [0u8; 16];
-        addr[10] = 0xff;
-        addr[11] = 0xff;
-        addr[12] = octets[0];
-        addr[13] = octets[1];
-        addr[14] = octets[2];
-        addr[15] = octets[3];
-        EndpointKey { addr }
+        // `::ffff:a.b.c.d` built as two 8-byte words: in the BPF programs, where every
+        // packet's addresses pass through here, that is two stores instead of a call to
+        // a byte-wise memset for the zeros and ten byte stores.
+        let [a, b, c, d] = octets;
+        let words = [0u64, u64::from_ne_bytes([0, 0, 0xff, 0xff, a, b, c, d])];
+        // SAFETY: [u64; 2] and [u8; 16] have the same size, and every bit pattern is a
+        // valid [u8; 16].
+        EndpointKey {
+            addr: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(words) },
+        }
     }
 
     pub const fn from_v6(octets: [u8; 16]) -> Self {
