@@ -145,20 +145,18 @@ impl Agent {
     /// Wait until no deleted endpoint's teardown is under way (a DEL with built-in IPAM
     /// returns before the agent has deleted the link; see `status`'s `releasing`).
     pub fn wait_for_teardowns(&self) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            let out = self.cli(&["status", "--json"]);
-            let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-            if status["releasing"].as_u64() == Some(0) {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "teardowns still under way after 20 s: {status}\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        let status = || -> serde_json::Value {
+            serde_json::from_slice(&self.cli(&["status", "--json"]).stdout).unwrap_or_default()
+        };
+        let done = crate::netns::wait_until(std::time::Duration::from_secs(20), || {
+            status()["releasing"].as_u64() == Some(0)
+        });
+        assert!(
+            done,
+            "teardowns still under way after 20 s: {}\n{}",
+            status(),
+            self.log_text()
+        );
     }
 
     /// The endpoints (`netkit-agent endpoints --json`).
