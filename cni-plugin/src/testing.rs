@@ -297,6 +297,17 @@ impl World {
         }
     }
 
+    /// Names of the plugin's host links (`nk…`).
+    pub fn host_links(&self) -> Vec<String> {
+        self.kernel
+            .host
+            .links
+            .values()
+            .filter(|l| l.name.starts_with("nk"))
+            .map(|l| l.name.clone())
+            .collect()
+    }
+
     /// What the agent does after answering a DEL that handed it the link.
     pub fn finish_teardowns(&mut self) {
         use crate::netlink::{Kernel as _, Ns};

@@ -163,16 +163,6 @@ mod tests {
         );
     }
 
-    fn host_links(w: &World) -> Vec<String> {
-        w.kernel
-            .host
-            .links
-            .values()
-            .filter(|l| l.name.starts_with("nk"))
-            .map(|l| l.name.clone())
-            .collect()
-    }
-
     fn del_requests(w: &World) -> Vec<bool> {
         w.agent.with(|s| {
             s.requests
@@ -194,10 +184,10 @@ mod tests {
         w.run(Command::Del, "c1", None, &conf).unwrap();
         // One request, and the link left to the agent.
         assert_eq!(del_requests(&w), [true]);
-        assert_eq!(host_links(&w), [connector::host_ifname(&id("c1"))]);
+        assert_eq!(w.host_links(), [connector::host_ifname(&id("c1"))]);
         assert_eq!(w.agent.with(|s| s.releasing.clone()), [id("c1")]);
         w.finish_teardowns();
-        assert!(host_links(&w).is_empty());
+        assert!(w.host_links().is_empty());
     }
 
     #[test]
@@ -208,14 +198,14 @@ mod tests {
         let conf = w.conf(json!({}));
         w.add("c1", POD, &conf).unwrap();
         w.run(Command::Del, "c1", None, &conf).unwrap();
-        assert!(host_links(&w).is_empty());
+        assert!(w.host_links().is_empty());
         assert!(w.agent.with(|s| s.endpoints.is_empty()));
         // A link the agent never knew (an ADD that died before the hand-off) goes too.
         let name = connector::host_ifname(&id("c2"));
         w.kernel.add_host_link(&name, None);
         w.agent.with(|s| s.old_agent = false);
         w.run(Command::Del, "c2", None, &conf).unwrap();
-        assert!(host_links(&w).is_empty());
+        assert!(w.host_links().is_empty());
     }
 
     #[test]
@@ -226,7 +216,7 @@ mod tests {
         w.add("c1", POD, &conf).unwrap();
         w.run(Command::Del, "c1", None, &conf).unwrap();
         assert_eq!(del_requests(&w), [false]);
-        assert!(host_links(&w).is_empty());
+        assert!(w.host_links().is_empty());
     }
 
     #[test]

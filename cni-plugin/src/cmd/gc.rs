@@ -88,16 +88,6 @@ mod tests {
         )
     }
 
-    fn host_links(w: &World) -> Vec<String> {
-        w.kernel
-            .host
-            .links
-            .values()
-            .filter(|l| l.name.starts_with("nk"))
-            .map(|l| l.name.clone())
-            .collect()
-    }
-
     #[test]
     fn only_the_valid_attachments_survive() {
         let mut w = World::new();
@@ -118,7 +108,7 @@ mod tests {
         w.run(Command::Gc, "", None, &gc_conf).unwrap();
 
         assert_eq!(
-            host_links(&w),
+            w.host_links(),
             vec![
                 connector::host_ifname(&id("keep")),
                 "nkother000000".to_string()
@@ -145,7 +135,7 @@ mod tests {
         let err = w.run(Command::Gc, "", None, &conf).unwrap_err();
         assert_eq!(err.to_cni().code, 7);
         assert!(err.to_string().contains("cni.dev/valid-attachments"));
-        assert_eq!(host_links(&w).len(), 1);
+        assert_eq!(w.host_links().len(), 1);
     }
 
     #[test]
@@ -158,6 +148,6 @@ mod tests {
         gc_conf["cni.dev/valid-attachments"] = valid(&[]);
         let err = w.run(Command::Gc, "", None, &gc_conf).unwrap_err();
         assert_eq!(err.to_cni().code, 11);
-        assert!(host_links(&w).is_empty());
+        assert!(w.host_links().is_empty());
     }
 }
