@@ -84,6 +84,13 @@ async fn respond(
     }
 }
 
+/// One unlabelled metric: its HELP and TYPE lines, then its value.
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
+}
+
 /// The metrics page; without an agent (datapath not loaded yet) only the readiness
 /// gauge. Counter names follow Prometheus conventions (`_total`).
 fn render(agent: Option<&Agent>, ready: bool, node_source: Option<&SourceHealth>) -> String {
@@ -106,46 +113,43 @@ fn render(agent: Option<&Agent>, ready: bool, node_source: Option<&SourceHealth>
             }
             Err(e) => tracing::warn!(error = %e.message, "reading counters for metrics"),
         }
-        let _ = writeln!(
-            out,
-            "# HELP netkit_endpoints Endpoints programmed on this node."
+        metric(
+            &mut out,
+            "netkit_endpoints",
+            "gauge",
+            "Endpoints programmed on this node.",
+            agent.endpoint_count(),
         );
-        let _ = writeln!(out, "# TYPE netkit_endpoints gauge");
-        let _ = writeln!(out, "netkit_endpoints {}", agent.endpoint_count());
-        let _ = writeln!(
-            out,
-            "# HELP netkit_endpoints_releasing Endpoints deleted whose teardown is under way (their addresses are held until it is done)."
-        );
-        let _ = writeln!(out, "# TYPE netkit_endpoints_releasing gauge");
-        let _ = writeln!(
-            out,
-            "netkit_endpoints_releasing {}",
-            agent.releasing_count()
+        metric(
+            &mut out,
+            "netkit_endpoints_releasing",
+            "gauge",
+            "Endpoints deleted whose teardown is under way (their addresses are held until it is done).",
+            agent.releasing_count(),
         );
     }
-    let _ = writeln!(
-        out,
-        "# HELP netkit_agent_ready Whether the agent is ready (as /readyz)."
+    metric(
+        &mut out,
+        "netkit_agent_ready",
+        "gauge",
+        "Whether the agent is ready (as /readyz).",
+        u8::from(ready),
     );
-    let _ = writeln!(out, "# TYPE netkit_agent_ready gauge");
-    let _ = writeln!(out, "netkit_agent_ready {}", u8::from(ready));
     if let Some(health) = node_source {
-        let _ = writeln!(
-            out,
-            "# HELP netkit_node_source_connected Whether the node source (Kubernetes API, node file) could be read at the last attempt."
+        metric(
+            &mut out,
+            "netkit_node_source_connected",
+            "gauge",
+            "Whether the node source (Kubernetes API, node file) could be read at the last attempt.",
+            u8::from(health.connected()),
         );
-        let _ = writeln!(out, "# TYPE netkit_node_source_connected gauge");
-        let _ = writeln!(
-            out,
-            "netkit_node_source_connected {}",
-            u8::from(health.connected())
+        metric(
+            &mut out,
+            "netkit_node_source_errors_total",
+            "counter",
+            "Failed attempts to read the node source (API requests and watches, unusable node files).",
+            health.errors(),
         );
-        let _ = writeln!(
-            out,
-            "# HELP netkit_node_source_errors_total Failed attempts to read the node source (API requests and watches, unusable node files)."
-        );
-        let _ = writeln!(out, "# TYPE netkit_node_source_errors_total counter");
-        let _ = writeln!(out, "netkit_node_source_errors_total {}", health.errors());
     }
     out
 }
