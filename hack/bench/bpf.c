@@ -98,32 +98,15 @@ static int attach(int argc, char **argv) {
     return 0;
 }
 
-static int info(int argc, char **argv) {
-    for (int i = 0; i < argc; i++) {
-        union bpf_attr get;
-        memset(&get, 0, sizeof get);
-        get.prog_id = (uint32_t)strtoul(argv[i], NULL, 10);
-        int fd = (int)sys_bpf(BPF_PROG_GET_FD_BY_ID, &get, sizeof get);
-        if (fd < 0) {
-            fprintf(stderr, "nk-bench-bpf: BPF_PROG_GET_FD_BY_ID %s: %s\n", argv[i], strerror(errno));
-            return 1;
-        }
-        struct bpf_prog_info pi;
-        memset(&pi, 0, sizeof pi);
-        union bpf_attr q;
-        memset(&q, 0, sizeof q);
-        q.info.bpf_fd = (uint32_t)fd;
-        q.info.info_len = sizeof pi;
-        q.info.info = (uint64_t)(uintptr_t)&pi;
-        if (sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &q, sizeof q) < 0) {
-            fprintf(stderr, "nk-bench-bpf: BPF_OBJ_GET_INFO_BY_FD %s: %s\n", argv[i], strerror(errno));
-            return 1;
-        }
-        close(fd);
-        printf("%u %s %u %u %u\n", pi.id, pi.name[0] ? pi.name : "-", pi.verified_insns,
-               pi.xlated_prog_len, pi.jited_prog_len);
-    }
-    return 0;
+/* BPF_OBJ_GET_INFO_BY_FD into a zeroed `info` of `len` bytes. */
+static long obj_info(int fd, void *info, uint32_t len) {
+    memset(info, 0, len);
+    union bpf_attr q;
+    memset(&q, 0, sizeof q);
+    q.info.bpf_fd = (uint32_t)fd;
+    q.info.info_len = len;
+    q.info.info = (uint64_t)(uintptr_t)info;
+    return sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &q, sizeof q);
 }
 
 static int prog_info_by_id(uint32_t id, struct bpf_prog_info *pi) {
@@ -133,38 +116,46 @@ static int prog_info_by_id(uint32_t id, struct bpf_prog_info *pi) {
     int fd = (int)sys_bpf(BPF_PROG_GET_FD_BY_ID, &get, sizeof get);
     if (fd < 0)
         return -1;
-    memset(pi, 0, sizeof *pi);
-    union bpf_attr q;
-    memset(&q, 0, sizeof q);
-    q.info.bpf_fd = (uint32_t)fd;
-    q.info.info_len = sizeof *pi;
-    q.info.info = (uint64_t)(uintptr_t)pi;
-    long ret = sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &q, sizeof q);
+    long ret = obj_info(fd, pi, sizeof *pi);
     close(fd);
     return ret < 0 ? -1 : 0;
 }
 
-static int runstats(int argc, char **argv) {
+static int info(int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
-        union bpf_attr get;
-        memset(&get, 0, sizeof get);
-        get.pathname = (uint64_t)(uintptr_t)argv[i];
-        int link = (int)sys_bpf(BPF_OBJ_GET, &get, sizeof get);
-        if (link < 0) {
-            fprintf(stderr, "nk-bench-bpf: BPF_OBJ_GET %s: %s\n", argv[i], strerror(errno));
+        struct bpf_prog_info pi;
+        if (prog_info_by_id((uint32_t)strtoul(argv[i], NULL, 10), &pi) < 0) {
+            fprintf(stderr, "nk-bench-bpf: program %s: %s\n", argv[i], strerror(errno));
             return 1;
         }
-        struct bpf_link_info li;
-        memset(&li, 0, sizeof li);
-        union bpf_attr q;
-        memset(&q, 0, sizeof q);
-        q.info.bpf_fd = (uint32_t)link;
-        q.info.info_len = sizeof li;
-        q.info.info = (uint64_t)(uintptr_t)&li;
-        long ret = sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &q, sizeof q);
-        close(link);
+        printf("%u %s %u %u %u\n", pi.id, pi.name[0] ? pi.name : "-", pi.verified_insns,
+               pi.xlated_prog_len, pi.jited_prog_len);
+    }
+    return 0;
+}
+
+/* The id of the program the BPF link pinned at `pin` runs; -1 (errno set) on failure. */
+static int link_prog_id(const char *pin, uint32_t *id) {
+    union bpf_attr get;
+    memset(&get, 0, sizeof get);
+    get.pathname = (uint64_t)(uintptr_t)pin;
+    int link = (int)sys_bpf(BPF_OBJ_GET, &get, sizeof get);
+    if (link < 0)
+        return -1;
+    struct bpf_link_info li;
+    long ret = obj_info(link, &li, sizeof li);
+    close(link);
+    if (ret < 0)
+        return -1;
+    *id = li.prog_id;
+    return 0;
+}
+
+static int runstats(int argc, char **argv) {
+    for (int i = 0; i < argc; i++) {
+        uint32_t id;
         struct bpf_prog_info pi;
-        if (ret < 0 || prog_info_by_id(li.prog_id, &pi) < 0) {
+        if (link_prog_id(argv[i], &id) < 0 || prog_info_by_id(id, &pi) < 0) {
             fprintf(stderr, "nk-bench-bpf: program of link %s: %s\n", argv[i], strerror(errno));
             return 1;
         }
@@ -175,24 +166,12 @@ static int runstats(int argc, char **argv) {
 }
 
 static int prog_fd_of_link(const char *pin) {
+    uint32_t id;
+    if (link_prog_id(pin, &id) < 0)
+        return -1;
     union bpf_attr a;
     memset(&a, 0, sizeof a);
-    a.pathname = (uint64_t)(uintptr_t)pin;
-    int link = (int)sys_bpf(BPF_OBJ_GET, &a, sizeof a);
-    if (link < 0)
-        return -1;
-    struct bpf_link_info li;
-    memset(&li, 0, sizeof li);
-    memset(&a, 0, sizeof a);
-    a.info.bpf_fd = (uint32_t)link;
-    a.info.info_len = sizeof li;
-    a.info.info = (uint64_t)(uintptr_t)&li;
-    long ret = sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a, sizeof a);
-    close(link);
-    if (ret < 0)
-        return -1;
-    memset(&a, 0, sizeof a);
-    a.prog_id = li.prog_id;
+    a.prog_id = id;
     return (int)sys_bpf(BPF_PROG_GET_FD_BY_ID, &a, sizeof a);
 }
 
