@@ -31,6 +31,7 @@
 #   NETKIT_BENCH_GROW       pods already on the node for the growth figure (default 500)
 #   NETKIT_BENCH_ENDPOINTS  endpoints for the agent's RSS/CPU under load (default 1000)
 #   NETKIT_BENCH_SAMPLE     ADDs timed at each growth point (default 20)
+#   NETKIT_BENCH_CPU        the CPU sockperf's client and server are pinned to (default the last)
 #   NETKIT_BENCH_BIN        a directory with netkit-cni and netkit-agent to measure instead of
 #                           building release binaries from this tree (to compare two builds)
 # In the VM the defaults are smaller (20 pods, burst 50, grow 200, 300 endpoints, sample 10).
@@ -95,6 +96,13 @@ if [ -z "${NETKIT_VM_GUEST:-}" ]; then
     else
         rm -f "$BPFTOOL_BIN"
     fi
+    SPAWN_BIN="$REPO/target/bench/nk-bench-spawn"
+    if command -v cc >/dev/null; then
+        cc -O2 -Wall -o "$SPAWN_BIN" "$REPO/hack/bench/spawn.c" ||
+            { echo "bench: cc hack/bench/spawn.c failed" >&2; rm -f "$SPAWN_BIN"; }
+    else
+        rm -f "$SPAWN_BIN"
+    fi
     COMMIT="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)"
     if [ -n "${NETKIT_BENCH_BIN:-}" ]; then
         COMMIT="binaries from $BIN (not built from $COMMIT)"
@@ -105,14 +113,16 @@ if [ -z "${NETKIT_VM_GUEST:-}" ]; then
         # The reference plugins and every tool the script uses go in with it; optional ones
         # only where this machine has them (the guest skips what is missing).
         vmargs=(--bin "$BIN/netkit-cni" --bin "$BIN/netkit-agent" --bin "$REPO/hack/bench.sh"
-            --bin /usr/lib/cni/ptp --bin /usr/lib/cni/host-local --bin "$(command -v nsenter)")
+            --bin /usr/lib/cni/ptp --bin /usr/lib/cni/host-local --bin "$(command -v nsenter)"
+            --bin "$(command -v taskset)")
         [ -x "$BPFTOOL_BIN" ] && vmargs+=(--bin "$BPFTOOL_BIN")
+        [ -x "$SPAWN_BIN" ] && vmargs+=(--bin "$SPAWN_BIN")
         for t in iperf3 sockperf wrk; do
             command -v "$t" >/dev/null && vmargs+=(--bin "$(command -v "$t")")
         done
         vmargs+=(--env NETKIT_REF_CNI=/opt/netkit/bin --env "NETKIT_BENCH_COMMIT=$COMMIT")
         vmargs+=(--env "NETKIT_BENCH_HOST_CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)")
-        for v in NETKIT_BENCH_SECS NETKIT_BENCH_BURST NETKIT_BENCH_GROW NETKIT_BENCH_ENDPOINTS NETKIT_BENCH_SAMPLE; do
+        for v in NETKIT_BENCH_SECS NETKIT_BENCH_BURST NETKIT_BENCH_GROW NETKIT_BENCH_ENDPOINTS NETKIT_BENCH_SAMPLE NETKIT_BENCH_CPU; do
             [ -n "${!v:-}" ] && vmargs+=(--env "$v=${!v}")
         done
         guest=(bench.sh)
@@ -125,6 +135,7 @@ if [ -z "${NETKIT_VM_GUEST:-}" ]; then
 else
     BIN="${NETKIT_BIN_DIR:-/opt/netkit/bin}"
     BPFTOOL_BIN="$BIN/nk-bench-bpf"
+    SPAWN_BIN="$BIN/nk-bench-spawn"
     COMMIT="${NETKIT_BENCH_COMMIT:-unknown}"
 fi
 
@@ -137,6 +148,11 @@ else
     ENDPOINTS="${NETKIT_BENCH_ENDPOINTS:-1000}" SAMPLE="${NETKIT_BENCH_SAMPLE:-20}"
 fi
 SECS="${NETKIT_BENCH_SECS:-5}"
+# Round trips are timed with client and server pinned to one CPU, so what is measured is
+# the path's own work (every hop of a ping-pong then runs on that CPU), not how long a
+# sleeping CPU takes to wake up for a cross-CPU wake-up: on a VM that is tens of
+# microseconds, the same for every path, and it hides the difference between them.
+CPU="${NETKIT_BENCH_CPU:-$(($(nproc) - 1))}"
 FEW=10 # pods on the node for the "before" growth point
 [ "$ENDPOINTS" -ge "$GROW" ] || ENDPOINTS="$GROW"
 TAG="nkbench$$"
@@ -199,24 +215,31 @@ netns_batch() {
     local i
     for ((i = $3; i <= $4; i++)); do echo "netns $1 $2-$i"; done | ip -batch -
 }
-# cni CMD PLUGIN CONF POD: one plugin invocation in the node namespace; its output is kept
-# in $RUN/out only when it fails.
+# cni CMD PLUGIN CONF POD: one plugin invocation in the node namespace; its output goes to
+# $RUN/out/POD.CMD (tmpfs, removed with $RUN), for the message when it fails.
+# What a timed call costs the harness is one fork and the nsenter exec: the variables go
+# on nsenter's environment, which the plugin inherits (no `env` process between the two),
+# and the output file is left in place (an `rm` would be another process, timed too).
 cni() {
-    local out="$RUN/out/$4.$1"
-    if nsenter --net="/run/netns/$NODE" env CNI_COMMAND="$1" CNI_CONTAINERID="$4" \
-        CNI_NETNS="/run/netns/$4" CNI_IFNAME=eth0 CNI_PATH="$REF" "$2" <"$3" >"$out" 2>&1; then
-        rm -f "$out"
-    else
-        return 1
-    fi
+    CNI_COMMAND="$1" CNI_CONTAINERID="$4" CNI_NETNS="/run/netns/$4" CNI_IFNAME=eth0 \
+        CNI_PATH="$REF" nsenter --net="/run/netns/$NODE" "$2" <"$3" >"$RUN/out/$4.$1" 2>&1
 }
 # time_cni CMD PLUGIN CONF POD >>FILE: microseconds; a failure ends the run.
+# hack/bench/spawn.c times the plugin's process alone, from its spawn to its exit, in the
+# node namespace; without a C compiler the clock is bash's, around cni (which then also
+# times bash's own fork and nsenter's exec).
 time_cni() {
     local start end
-    start=$(now_us)
+    if [ -x "$SPAWN_BIN" ]; then
+        CNI_COMMAND="$1" CNI_CONTAINERID="$4" CNI_NETNS="/run/netns/$4" CNI_IFNAME=eth0 \
+            CNI_PATH="$REF" "$SPAWN_BIN" "/run/netns/$NODE" "$3" "$RUN/out/$4.$1" "$2" ||
+            die "$1 failed for $4 with $2: $(cat "$RUN/out/$4.$1")"
+        return
+    fi
+    start="$EPOCHREALTIME"
     cni "$@" || die "$1 failed for $4 with $2: $(cat "$RUN/out/$4.$1")"
-    end=$(now_us)
-    echo $((end - start))
+    end="$EPOCHREALTIME"
+    echo $((10#${end/./} - 10#${start/./}))
 }
 # cni_parallel CMD PLUGIN CONF PREFIX FIRST LAST PAR: runs PAR invocations at a time and
 # waits for them; prints how many failed (the first failure's output goes to stderr).
@@ -327,7 +350,8 @@ seq_bench() {
 }
 
 # null_call: a CNI call that does nothing (VERSION of netkit-cni) through the same wrapper,
-# PODS times: what starting the plugin costs in this harness (nsenter, env, exec, exit).
+# PODS times: what starting and ending the plugin's process costs on this machine (with
+# bash's clock, plus the harness's fork and nsenter).
 null_call() {
     local i
     say "null call: $PODS x VERSION"
@@ -505,7 +529,12 @@ if [ -n "$ONLY" ]; then
 fi
 echo "  sizes:          $PODS sequential pods, bursts of $BURST, growth $FEW -> $GROW pods ($SAMPLE ADDs timed at each), agent at $ENDPOINTS endpoints, ${SECS}s per datapath test"
 echo "  peers:          netkit-cni built-in IPAM (IPv4 + IPv6, the default), netkit-cni + host-local (IPv4),"
-echo "                  ptp + host-local (IPv4, containernetworking-plugins $REF); one CNI call = nsenter + plugin process"
+echo "                  ptp + host-local (IPv4, containernetworking-plugins $REF)"
+if [ -x "$SPAWN_BIN" ]; then
+    echo "  clock:          a timed CNI call = the plugin's process from spawn to exit (hack/bench/spawn.c); bursts: wall time"
+else
+    echo "  clock:          a timed CNI call = bash's fork + nsenter + the plugin's process (no cc for hack/bench/spawn.c)"
+fi
 echo
 
 row4() { printf '  %-44s %9s %9s %9s %9s\n' "$@"; }
@@ -552,7 +581,7 @@ if want pods; then
         done
         N50=$(pct 50 "$RUN/null")
         row4 "a CNI call that does nothing (VERSION)" "$(ms "$N50")" "$(ms "$(pct 99 "$RUN/null")")" "" ""
-        echo "    (the harness's cost of any call: nsenter, env, exec and exit of the plugin; part of every"
+        echo "    (the cost of any call: exec, start and exit of the plugin's process; part of every"
         echo "     ADD and DEL above, of ptp's too, and not of the bare attach)"
         printf '  %-44s %9s   (ADD p50 - floor - null call: %s ms)\n' \
             "floor + null call, netkit-cni built-in ADD p50" "$(ms $((F50 + N50)))" \
@@ -628,11 +657,12 @@ if want datapath; then
     rr_run() {
         local client="$1" server="$2" addr="$3" proto="$4" flag="" spid out="$RUN/sockperf.out"
         [ "$proto" = tcp ] && flag=--tcp
-        ip netns exec "$server" sockperf server -i "$addr" -p 11111 $flag >/dev/null 2>&1 &
+        ip netns exec "$server" taskset -c "$CPU" sockperf server -i "$addr" -p 11111 $flag >/dev/null 2>&1 &
         spid=$!
         SERVER_PIDS+=("$spid")
         sleep 0.5
-        ip netns exec "$client" sockperf ping-pong -i "$addr" -p 11111 $flag -t "$SECS" --full-rtt >"$out" 2>&1 || true
+        ip netns exec "$client" taskset -c "$CPU" sockperf ping-pong -i "$addr" -p 11111 $flag -t "$SECS" \
+            --full-rtt >"$out" 2>&1 || true
         kill "$spid" 2>/dev/null
         wait "$spid" 2>/dev/null || true
         awk '/percentile 50.000 =/ {p50 = $NF} /percentile 99.000 =/ {p99 = $NF}
@@ -706,7 +736,8 @@ if want datapath; then
     row5() { printf '  %-40s %10s %10s %10s %17s %22s\n' "$@"; }
     echo "2. Datapath, same node (${SECS}s per test; IPv4 pod -> pod; loopback = two processes over 127.0.0.1 in one namespace)"
     row5 "" "netkit-cni" "ptp" "loopback" "netkit-cni / ptp" "netkit-cni / loopback"
-    echo "  (throughput and connections/s: higher is better; round trips and CPU per GB: lower is better)"
+    echo "  (throughput and connections/s: higher is better; round trips and CPU per GB: lower is better;"
+    echo "   sockperf's client and server pinned to CPU $CPU: a round trip is the path's own work)"
     drow() { # LABEL KEY
         row5 "$1" "${R[nk.$2]:--}" "${R[ptp.$2]:--}" "${R[lo.$2]:--}" \
             "$(ratio "${R[nk.$2]:-}" "${R[ptp.$2]:-}")" "$(ratio "${R[nk.$2]:-}" "${R[lo.$2]:-}")"
