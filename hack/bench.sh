@@ -266,6 +266,22 @@ agent_elapsed() {
     grep "endpoint programmed" "$RUN/agent.log" | grep -F "endpoint=$1" |
         sed -n 's/.*elapsed_us=\([0-9]*\).*/\1/p' || true
 }
+# agent_split PREFIX OUT: for those endpoints, the attach and map updates (program_us) to
+# OUT.program and everything else the agent did for the ADD (elapsed_us - program_us) to
+# OUT.rest. Both stay empty with an agent that does not log program_us.
+agent_split() {
+    grep "endpoint programmed" "$RUN/agent.log" | grep -F "endpoint=$1" |
+        sed -n 's/.*elapsed_us=\([0-9]*\) program_us=\([0-9]*\).*/\1 \2/p' |
+        awk -v program="$2.program" -v rest="$2.rest" '{print $2 >program; print $1 - $2 >rest}' || true
+    touch "$2.program" "$2.rest"
+}
+# split_rows PREFIX OUT: agent_split, then its two rows (p50, p99) under the "agent's own
+# work" row.
+split_rows() {
+    agent_split "$1" "$2"
+    row4 "    attach + map updates (**)" "$(ms "$(pct 50 "$2.program")")" "$(ms "$(pct 99 "$2.program")")" "" ""
+    row4 "    the rest of the agent's work" "$(ms "$(pct 50 "$2.rest")")" "$(ms "$(pct 99 "$2.rest")")" "" ""
+}
 # wait_teardowns: until the agent has no DEL's teardown under way (a DEL with built-in
 # IPAM returns before the agent has deleted the link); prints the microseconds it waited.
 wait_teardowns() {
@@ -555,6 +571,7 @@ if want pods; then
     ag="$RUN/agent.seq"
     agent_elapsed "$TAG-nk-s-" >"$ag"
     row4 "  of which the agent's own work (*)" "$(ms "$(pct 50 "$ag")")" "$(ms "$(pct 99 "$ag")")" "" ""
+    split_rows "$TAG-nk-s-" "$RUN/agent.seq"
     row4 "$label_nkhl" "$(ms "${A50[nkhl]}")" "$(ms "${A99[nkhl]}")" "$(ms "${D50[nkhl]}")" "$(ms "${D99[nkhl]}")"
     row4 "$label_ptp" "$(ms "${A50[ptp]}")" "$(ms "${A99[ptp]}")" "$(ms "${D50[ptp]}")" "$(ms "${D99[ptp]}")"
     for n in nk nkhl; do
@@ -567,7 +584,8 @@ if want pods; then
         row4 "ratio p99 / p50, ${!l}" "$(ratio "${A99[$n]}" "${A50[$n]}")" "" "$(ratio "${D99[$n]}" "${D50[$n]}")" ""
     done
     echo "    (*) elapsed_us of the agent's \"endpoint programmed\" log line for those ADDs: request parsed ->"
-    echo "        endpoint attached, mapped and registered"
+    echo "        endpoint attached, mapped and registered; (**) its program_us: the attach, with its RCU grace"
+    echo "        period, and the map updates (the record's fsyncs run beside them)"
     if [ -s "$RUN/floor.attach" ]; then
         F50=$(pct 50 "$RUN/floor.attach")
         row4 "floor: one bare attach" "$(ms "$F50")" "$(ms "$(pct 99 "$RUN/floor.attach")")" "" ""
@@ -624,6 +642,14 @@ if want pods; then
             g0=$(pct 50 "$RUN/agent.at.$FEW")
             g1=$(pct 50 "$RUN/agent.at.$GROW")
             row4 "  of which the agent's own work (*)" "$(ms "$g0")" "$(ms "$g1")" "$(ratio "$g1" "$g0")" ""
+            agent_split "$TAG-nk-x$FEW-" "$RUN/agent.at.$FEW"
+            agent_split "$TAG-nk-x$GROW-" "$RUN/agent.at.$GROW"
+            for part in program rest; do
+                g0=$(pct 50 "$RUN/agent.at.$FEW.$part")
+                g1=$(pct 50 "$RUN/agent.at.$GROW.$part")
+                row4 "    $([ $part = program ] && echo "attach + map updates (**)" || echo "the rest of the agent's work")" \
+                    "$(ms "$g0")" "$(ms "$g1")" "$(ratio "$g1" "$g0")" ""
+            done
         fi
     done
     g0=$(pct 50 "$RUN/nk.at.$FEW")
