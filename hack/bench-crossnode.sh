@@ -302,6 +302,17 @@ if [ "${#PROGS[@]}" -gt 0 ]; then
         done <<<"${PS[$p]}"
         echo
     done
+    # Each of a path's programs runs once per round trip (request and reply each meet one
+    # program per node), so the sum of their ns/run is what they add to a round trip.
+    progs_us() { awk '$3 >= 100 && $4 != "-" {t += $4} END {printf "%.2f", t / 1000}' <<<"${PS[$1]}"; }
+    if [ -n "${PS[pod.u50]:-}" ] && [ -n "${PS[node.u50]:-}" ]; then
+        pp="$(progs_us pod)" np="$(progs_us node)"
+        rest_pod="$(awk -v u="${PS[pod.u50]}" -v p="$pp" 'BEGIN {printf "%.1f", u - p}')"
+        rest_node="$(awk -v u="${PS[node.u50]}" -v p="$np" 'BEGIN {printf "%.1f", u - p}')"
+        echo "  the paths without their programs' time (UDP p50 with stats on, minus the sum of ns/run above):"
+        printf '    pod %s - %s = %s us, node %s - %s = %s us: pod / node %s\n' \
+            "${PS[pod.u50]}" "$pp" "$rest_pod" "${PS[node.u50]}" "$np" "$rest_node" "$(ratio "$rest_pod" "$rest_node")"
+    fi
 fi
 if [ -x "$BPFSTAT" ]; then
     echo "  BPF program alone (BPF_PROG_TEST_RUN, one packet, cache-hot; ns per run, UDP / TCP / ICMP echo):"
