@@ -4,7 +4,9 @@
 #  1. pod start/stop: CNI ADD and DEL p50/p99 for netkit-cni with built-in IPAM, netkit-cni
 #     with host-local IPAM and the reference ptp + host-local, sequentially and as a burst in
 #     parallel (wall time), ADD as the node fills up (10 pods vs 500 on the node), and beside
-#     them the floor: one bare BPF_LINK_CREATE, measured here by hack/bench/bpf.c;
+#     them the floor: one bare BPF_LINK_CREATE, measured here by hack/bench/bpf.c; a
+#     sequential call is timed as the plugin's process alone, spawn to exit, by
+#     hack/bench/spawn.c (bash's own forks would be timed too otherwise);
 #  2. same-node datapath, netkit-cni vs ptp vs two processes over loopback in one namespace:
 #     TCP throughput with 1 and 4 streams (iperf3), CPU seconds per GB moved (/proc/stat),
 #     request/response round trips p50/p99 (sockperf ping-pong, TCP and UDP), HTTP
