@@ -44,7 +44,7 @@ pub fn to_remote_pod(ctx: &TcContext, addrs: &Addresses, in_ifindex: u32) -> (St
     params.l4_protocol = addrs.proto;
     params.sport = u16::from_ne_bytes(addrs.sport);
     params.dport = u16::from_ne_bytes(addrs.dport);
-    params.__bindgen_anon_1.tot_len = addrs.ip_len;
+    params.__bindgen_anon_1.tot_len = mtu_check_len(ctx, addrs);
     params.ifindex = in_ifindex;
     match v4 {
         Some((src, dst)) => {
@@ -98,6 +98,25 @@ pub fn to_remote_pod(ctx: &TcContext, addrs: &Addresses, in_ifindex: u32) -> (St
         // stack answers these (ICMP errors, local policy) better than we could.
         _ => (Stat::PassFib, TC_ACT_OK as i32),
     }
+}
+
+/// The length the FIB lookup checks against the out device's MTU, as the stack's
+/// forwarding does (`ip_exceeds_mtu`): the packet's own length, or for a GSO packet (a TCP
+/// stream's 64 KB super-packets) the length of each segment it will be cut into. Giving
+/// the whole GSO packet's length would fail the check (FRAG_NEEDED) and send most of a
+/// bulk transfer to the stack. 0, a GSO packet whose headers were not read, leaves the
+/// check to the kernel's own `is_skb_forwardable` (which lets GSO packets through).
+#[inline(always)]
+fn mtu_check_len(ctx: &TcContext, addrs: &Addresses) -> u16 {
+    // SAFETY: `skb` is the context pointer the kernel passed in; `gso_size` is readable.
+    let gso_size = unsafe { (*ctx.skb.skb).gso_size };
+    if gso_size == 0 {
+        return addrs.ip_len;
+    }
+    if addrs.seg_hdr_len == 0 {
+        return 0;
+    }
+    addrs.seg_hdr_len.saturating_add(gso_size as u16)
 }
 
 /// Rewrite the frame for its next hop in one `bpf_skb_store_bytes`: the MACs the FIB

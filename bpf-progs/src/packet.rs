@@ -11,6 +11,7 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ICMPV6: u8 = 58;
 const IPV6_HLEN: usize = 40;
+const UDP_HLEN: usize = 8;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ICMP: u8 = 1;
@@ -55,6 +56,9 @@ pub struct Addresses {
     pub tos: u8,
     /// Length of the IP packet (header included), for the FIB lookup's MTU check.
     pub ip_len: u16,
+    /// For TCP and UDP: the IP and transport headers' length, which every segment of a
+    /// GSO packet repeats (its segments are this plus `gso_size` long); 0 otherwise.
+    pub seg_hdr_len: u16,
 }
 
 impl Addresses {
@@ -85,6 +89,7 @@ fn classify_transport(ctx: &TcContext, offset: usize, proto: u8, out: &mut Addre
             out.proto = proto;
             out.sport = [head[0], head[1]];
             out.dport = [head[2], head[3]];
+            out.seg_hdr_len = segment_headers(ctx, offset, proto);
             Flow::Ports
         }
         // Destination unreachable, source quench, redirect, time exceeded, parameter
@@ -95,6 +100,24 @@ fn classify_transport(ctx: &TcContext, offset: usize, proto: u8, out: &mut Addre
         IPPROTO_ICMPV6 if head[0] >= 128 => Flow::Untranslatable,
         _ => Flow::Unverifiable,
     };
+}
+
+/// The IP and transport headers' length for a TCP or UDP packet whose transport header
+/// starts at `offset` in the frame: what each segment of a GSO packet carries besides its
+/// `gso_size` bytes of payload (the stack's `skb_gso_network_seglen`). 0 when the TCP
+/// header is not all there.
+#[inline(always)]
+fn segment_headers(ctx: &TcContext, offset: usize, proto: u8) -> u16 {
+    let transport = if proto == IPPROTO_TCP {
+        // The data offset, in 32-bit words, is the high nibble of byte 12.
+        match read_array::<16>(ctx, offset) {
+            Some(tcp) => usize::from(tcp[12] >> 4) * 4,
+            None => return 0,
+        }
+    } else {
+        UDP_HLEN
+    };
+    (offset - ETH_HLEN + transport) as u16
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

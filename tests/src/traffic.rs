@@ -1,5 +1,5 @@
-//! Traffic and translation the datapath tests share: a TCP echo between namespaces, and
-//! a Service-style DNAT as kube-proxy's nftables mode writes it.
+//! Traffic and translation the datapath tests share: a TCP echo and a bulk TCP transfer
+//! between namespaces, and a Service-style DNAT as kube-proxy's nftables mode writes it.
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -31,6 +31,48 @@ pub fn tcp_echo(from: &Netns, to: &Netns, listen: SocketAddr, connect: SocketAdd
         server.join().expect("echo server");
     }
     echoed == Some(*b"hello")
+}
+
+/// Send `bytes` over one TCP connection in 64 KiB writes, as a bulk transfer does: a
+/// server in `to` listening on `listen` reads to the end, a client in `from` connects to
+/// `connect`. Writes that large leave the sender as GSO packets, tens of kilobytes each,
+/// cut into MTU-sized segments only on the way out. Returns whether every byte arrived.
+pub fn tcp_bulk(
+    from: &Netns,
+    to: &Netns,
+    listen: SocketAddr,
+    connect: SocketAddr,
+    bytes: usize,
+) -> bool {
+    let listener = to.run(move || TcpListener::bind(listen).expect("bind the bulk server"));
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().ok()?;
+        conn.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        let mut received = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match conn.read(&mut buf) {
+                Ok(0) => return Some(received),
+                Ok(n) => received += n,
+                Err(_) => return None,
+            }
+        }
+    });
+    let sent = from.run(move || {
+        let mut conn = TcpStream::connect_timeout(&connect, Duration::from_secs(5)).ok()?;
+        conn.set_write_timeout(Some(Duration::from_secs(10))).ok()?;
+        let chunk = vec![0x5au8; 1 << 16];
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            conn.write_all(&chunk[..n]).ok()?;
+            left -= n;
+        }
+        conn.shutdown(std::net::Shutdown::Write).ok()?;
+        Some(())
+    });
+    let received = server.join().ok().flatten();
+    sent.is_some() && received == Some(bytes)
 }
 
 /// Drop forwarded packets conntrack calls INVALID, as kube-proxy's

@@ -268,6 +268,34 @@ fn pods_on_three_nodes_reach_each_other_on_the_fast_path_and_follow_the_node_fil
             node.name
         );
     }
+    // A bulk transfer leaves the sender as GSO packets far larger than the wire's MTU;
+    // the FIB lookup's MTU check must look at the segments they will be cut into, or the
+    // whole stream goes to the stack (pass_fib, FRAG_NEEDED).
+    let (sender, receiver) = (&pods[0][0], &pods[1][0]);
+    let routed_before =
+        counter(&cluster.nodes[0], "fib_ok") + counter(&cluster.nodes[0], "redirect_neigh");
+    let pass_fib_before = counter(&cluster.nodes[0], "pass_fib");
+    for v6 in [false, true] {
+        port += 1;
+        let to = SocketAddr::new(receiver.ip(v6), port);
+        assert!(
+            traffic::tcp_bulk(&sender.ns, &receiver.ns, to, to, 8 << 20),
+            "the bulk transfer to {to} did not arrive whole"
+        );
+    }
+    let routed = counter(&cluster.nodes[0], "fib_ok")
+        + counter(&cluster.nodes[0], "redirect_neigh")
+        - routed_before;
+    assert_eq!(
+        counter(&cluster.nodes[0], "pass_fib"),
+        pass_fib_before,
+        "packets of the bulk transfers went to the stack instead ({routed} routed)"
+    );
+    assert!(
+        routed >= 20,
+        "the bulk transfers were not routed by the datapath ({routed})"
+    );
+
     // Managed, externally learned entries for the next hops.
     let node0 = &cluster.nodes[0];
     let hops: BTreeSet<IpAddr> = cluster.nodes[1..]
