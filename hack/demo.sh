@@ -79,6 +79,13 @@ cni() {
 # counter NODE NAME: one datapath counter of that node's agent.
 counter() { "$AGENT" stats --socket "$(sock "$1")" --json | sed -n "s/.*\"$2\": \([0-9]*\).*/\1/p"; }
 pod_ip() { ip -n "$1" -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1; }
+# ping_and_stream FROM_POD TO_POD TO_IP: three pings, then a 3-second iperf3 TCP stream.
+ping_and_stream() {
+    ip netns exec "$1" ping -c 3 -i 0.2 "$3"
+    ip netns exec "$2" iperf3 -s -1 -D -B "$3" >/dev/null
+    sleep 0.5
+    ip netns exec "$1" iperf3 -c "$3" -t 3 -f g | grep -E 'sender|receiver'
+}
 
 say "network namespaces: two nodes joined by a wire, two pods for node a, one for node b"
 mkdir -p "$RUN"
@@ -152,19 +159,13 @@ ip -n "$POD_A" -6 route | grep default
 
 say "pod A ($A_IP) -> pod B ($B_IP), same node: ping and a 3-second TCP stream"
 before_local=$(( $(counter a redirect) + $(counter a redirect_peer) ))
-ip netns exec "$POD_A" ping -c 3 -i 0.2 "$B_IP"
-ip netns exec "$POD_B" iperf3 -s -1 -D -B "$B_IP" >/dev/null
-sleep 0.5
-ip netns exec "$POD_A" iperf3 -c "$B_IP" -t 3 -f g | grep -E 'sender|receiver'
+ping_and_stream "$POD_A" "$POD_B" "$B_IP"
 echo "pod-to-pod packets short-cut by BPF on node a (redirect + redirect_peer): $(( $(counter a redirect) + $(counter a redirect_peer) - before_local ))"
 
 say "pod C ($C_IP, node b) -> pod A ($A_IP, node a), across the wire: ping and a 3-second TCP stream"
 before_out=$(( $(counter b fib_ok) + $(counter b redirect_neigh) ))
 before_in=$(counter a redirect_peer)
-ip netns exec "$POD_C" ping -c 3 -i 0.2 "$A_IP"
-ip netns exec "$POD_A" iperf3 -s -1 -D -B "$A_IP" >/dev/null
-sleep 0.5
-ip netns exec "$POD_C" iperf3 -c "$A_IP" -t 3 -f g | grep -E 'sender|receiver'
+ping_and_stream "$POD_C" "$POD_A" "$A_IP"
 echo "routed by pod C's egress program on node b, straight to the wire (fib_ok + redirect_neigh): $(( $(counter b fib_ok) + $(counter b redirect_neigh) - before_out ))"
 echo "put straight into pod A by node a's uplink program (redirect_peer):                      $(( $(counter a redirect_peer) - before_in ))"
 
