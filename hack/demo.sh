@@ -140,7 +140,6 @@ echo "--- node a's routes to node b's pods, and the managed neighbour entries be
 on a ip route show proto 197
 on a ip -6 route show proto 197
 on a ip neigh show dev eth0
-on a ip -6 neigh show dev eth0
 
 say "CNI ADD for each pod (built-in IPAM: the agent allocates in the same round trip)"
 cat "$RUN/a/net.conf"
