@@ -223,8 +223,15 @@ netns_batch() {
 # on nsenter's environment, which the plugin inherits (no `env` process between the two),
 # and the output file is left in place (an `rm` would be another process, timed too).
 cni() {
-    CNI_COMMAND="$1" CNI_CONTAINERID="$4" CNI_NETNS="/run/netns/$4" CNI_IFNAME=eth0 \
-        CNI_PATH="$REF" nsenter --net="/run/netns/$NODE" "$2" <"$3" >"$RUN/out/$4.$1" 2>&1
+    with_cni_env "$1" "$4" nsenter --net="/run/netns/$NODE" "$2" <"$3" >"$RUN/out/$4.$1" 2>&1
+}
+# with_cni_env CMD POD PROGRAM ARGS...: PROGRAM with the CNI variables of CMD for POD in
+# its environment (a runtime's: CNI_IFNAME eth0, CNI_PATH the reference plugins).
+with_cni_env() {
+    local cmd="$1" pod="$2"
+    shift 2
+    CNI_COMMAND="$cmd" CNI_CONTAINERID="$pod" CNI_NETNS="/run/netns/$pod" CNI_IFNAME=eth0 \
+        CNI_PATH="$REF" "$@"
 }
 # time_cni CMD PLUGIN CONF POD >>FILE: microseconds; a failure ends the run.
 # hack/bench/spawn.c times the plugin's process alone, from its spawn to its exit, in the
@@ -233,8 +240,7 @@ cni() {
 time_cni() {
     local start end
     if [ -x "$SPAWN_BIN" ]; then
-        CNI_COMMAND="$1" CNI_CONTAINERID="$4" CNI_NETNS="/run/netns/$4" CNI_IFNAME=eth0 \
-            CNI_PATH="$REF" "$SPAWN_BIN" "/run/netns/$NODE" "$3" "$RUN/out/$4.$1" "$2" ||
+        with_cni_env "$1" "$4" "$SPAWN_BIN" "/run/netns/$NODE" "$3" "$RUN/out/$4.$1" "$2" ||
             die "$1 failed for $4 with $2: $(cat "$RUN/out/$4.$1")"
         return
     fi
@@ -277,12 +283,17 @@ agent_split() {
         awk -v program="$2.program" -v rest="$2.rest" '{print $2 >program; print $1 - $2 >rest}' || true
     touch "$2.program" "$2.rest"
 }
+# The two parts of agent_split, in the order the tables print them, and their labels.
+SPLIT_PARTS=(program rest)
+declare -A SPLIT_LABEL=([program]="attach + map updates (**)" [rest]="the rest of the agent's work")
 # split_rows PREFIX OUT: agent_split, then its two rows (p50, p99) under the "agent's own
 # work" row.
 split_rows() {
+    local part
     agent_split "$1" "$2"
-    row4 "    attach + map updates (**)" "$(ms "$(pct 50 "$2.program")")" "$(ms "$(pct 99 "$2.program")")" "" ""
-    row4 "    the rest of the agent's work" "$(ms "$(pct 50 "$2.rest")")" "$(ms "$(pct 99 "$2.rest")")" "" ""
+    for part in "${SPLIT_PARTS[@]}"; do
+        row4 "    ${SPLIT_LABEL[$part]}" "$(ms "$(pct 50 "$2.$part")")" "$(ms "$(pct 99 "$2.$part")")" "" ""
+    done
 }
 # wait_teardowns: until the agent has no DEL's teardown under way (a DEL with built-in
 # IPAM returns before the agent has deleted the link); prints the microseconds it waited.
@@ -646,11 +657,10 @@ if want pods; then
             row4 "  of which the agent's own work (*)" "$(ms "$g0")" "$(ms "$g1")" "$(ratio "$g1" "$g0")" ""
             agent_split "$TAG-nk-x$FEW-" "$RUN/agent.at.$FEW"
             agent_split "$TAG-nk-x$GROW-" "$RUN/agent.at.$GROW"
-            for part in program rest; do
+            for part in "${SPLIT_PARTS[@]}"; do
                 g0=$(pct 50 "$RUN/agent.at.$FEW.$part")
                 g1=$(pct 50 "$RUN/agent.at.$GROW.$part")
-                row4 "    $([ $part = program ] && echo "attach + map updates (**)" || echo "the rest of the agent's work")" \
-                    "$(ms "$g0")" "$(ms "$g1")" "$(ratio "$g1" "$g0")" ""
+                row4 "    ${SPLIT_LABEL[$part]}" "$(ms "$g0")" "$(ms "$g1")" "$(ratio "$g1" "$g0")" ""
             done
         fi
     done

@@ -52,6 +52,7 @@ on() {
     nsenter --net="/run/netns/${NODE_NS[$n]}" "$@"
 }
 sock() { echo "$RUN/$1/agent.sock"; }
+bpf_root() { echo "/sys/fs/bpf/$TAG-$1"; }
 
 cleanup() {
     set +e
@@ -62,7 +63,7 @@ cleanup() {
     for n in "${NODES[@]}"; do
         [ -n "${AGENT_PID[$n]:-}" ] && kill "${AGENT_PID[$n]}" 2>/dev/null && wait "${AGENT_PID[$n]}" 2>/dev/null
         ip netns del "${NODE_NS[$n]}" 2>/dev/null
-        rm -rf "/sys/fs/bpf/$TAG-$n"
+        rm -rf "$(bpf_root "$n")"
     done
     rm -rf "$RUN"
 }
@@ -117,7 +118,7 @@ for n in "${NODES[@]}"; do
     # nsenter execs the agent, so $! is the agent itself (a function or subshell here
     # would leave the agent running when cleanup kills that pid instead).
     nsenter --net="/run/netns/${NODE_NS[$n]}" "$AGENT" run --socket "$(sock "$n")" \
-        --bpffs-root "/sys/fs/bpf/$TAG-$n" --state-dir "$RUN/$n/state" \
+        --bpffs-root "$(bpf_root "$n")" --state-dir "$RUN/$n/state" \
         --node-name "node-$n" --nodes-file "$RUN/nodes.yaml" --uplink eth0 \
         --log-file "$RUN/$n/agent.log" &
     AGENT_PID[$n]=$!
