@@ -18,18 +18,18 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       "llvm-${LLVM_MAJOR}-dev" "libpolly-${LLVM_MAJOR}-dev" libzstd-dev zlib1g-dev \
  && rm -rf /var/lib/apt/lists/*
-RUN rustup toolchain install "${BPF_NIGHTLY}" --profile minimal --component rust-src
+RUN rustup toolchain install "${BPF_NIGHTLY}" --profile minimal --component rust-src \
+ && rustup target add "$(uname -m)-unknown-linux-musl"
 RUN LLVM_PREFIX="/usr/lib/llvm-${LLVM_MAJOR}" cargo +"${BPF_NIGHTLY}" install bpf-linker \
       --version "${BPF_LINKER_VERSION}" --no-default-features --features "llvm-${LLVM_MAJOR}"
 WORKDIR /src
 COPY . .
 # The registry and target dirs are caches across builds; the binaries leave the cache
-# in the same step.
+# in the same step. hack/release.sh builds them as we ship them: the plugin statically
+# linked against musl.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p netkit-agent -p netkit-cni \
- && install -D -m 0755 target/release/netkit-agent /out/netkit-agent \
- && install -D -m 0755 target/release/netkit-cni /out/netkit-cni
+    hack/release.sh --out /out
 
 # portmap from Debian's reference plugins (only that one is shipped).
 FROM debian:bookworm-slim AS plugins
@@ -44,8 +44,8 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/netkit-agent /usr/local/bin/netkit-agent
-# netkit-cni runs on the node, not in this image: it is built against bookworm's glibc
-# (2.36), which the node's must match or exceed (kind's node images are bookworm too).
+# netkit-cni runs on the node, not in this image: it is static (musl), so it runs on
+# whatever distribution the node has.
 COPY --from=build /out/netkit-cni /opt/netkit/cni-bin/netkit-cni
 COPY --from=plugins /usr/lib/cni/portmap /opt/netkit/cni-bin/portmap
 ENTRYPOINT ["/usr/local/bin/netkit-agent"]

@@ -32,9 +32,9 @@ if [ -z "${NETKIT_VM_GUEST:-}" ]; then
     if [ -n "${NETKIT_BENCH_BIN:-}" ]; then
         BIN="$(cd "$NETKIT_BENCH_BIN" && pwd)"
     else
-        (cd "$REPO" && cargo build --release --bins -p netkit-cni -p netkit-agent >/dev/null 2>&1) ||
-            { echo "bench: cargo build --release failed" >&2; exit 1; }
-        BIN="$REPO/target/release"
+        "$REPO/hack/release.sh" >/dev/null 2>&1 ||
+            { echo "bench: hack/release.sh failed" >&2; exit 1; }
+        BIN="$REPO/target/dist"
     fi
     BPFSTAT="$REPO/target/bench/crossnode/nk-bench-bpf"
     mkdir -p "$(dirname "$BPFSTAT")"

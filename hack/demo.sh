@@ -17,9 +17,9 @@ IN_VM="${NETKIT_VM_GUEST:-}"
 
 if [ -z "$IN_VM" ]; then
     [ -n "${NETKIT_SKIP_SETUP:-}" ] || "$REPO/hack/setup.sh"
-    echo "==> building (release)"
-    (cd "$REPO" && cargo build --release --bins -p netkit-cni -p netkit-agent)
-    BIN="$REPO/target/release"
+    echo "==> building (release, the plugin static: hack/release.sh)"
+    "$REPO/hack/release.sh"
+    BIN="$REPO/target/dist"
     if [ "${1:-}" = "--vm" ]; then
         echo "==> booting the netkit VM and running the demo inside"
         exec "$REPO/hack/vm/run.sh" --bin "$BIN/netkit-cni" --bin "$BIN/netkit-agent" \

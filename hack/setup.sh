@@ -51,7 +51,7 @@ else
     echo "all present"
 fi
 
-step "Rust toolchains: stable for user space, pinned ${BPF_NIGHTLY} + rust-src for the BPF programs"
+step "Rust toolchains: stable for user space (and its musl target), pinned ${BPF_NIGHTLY} + rust-src for the BPF programs"
 # The BPF build uses exactly this nightly (agent/build.rs names it): a newer nightly may
 # carry an LLVM newer than the one bpf-linker is built against.
 rustup toolchain list | grep -q "^${BPF_NIGHTLY}" || rustup toolchain install "${BPF_NIGHTLY}" --profile minimal \
@@ -61,6 +61,11 @@ if ! rustup component list --toolchain "${BPF_NIGHTLY}" --installed | grep -q '^
         || die "cannot add rust-src to ${BPF_NIGHTLY} (needed for -Z build-std=core on bpfel-unknown-none)"
 fi
 echo "nightly: $(rustc +"${BPF_NIGHTLY}" --version)"
+# The plugin ships statically linked against musl (hack/release.sh says why).
+MUSL_TARGET="$(uname -m)-unknown-linux-musl"
+rustup target list --installed | grep -qx "${MUSL_TARGET}" || rustup target add "${MUSL_TARGET}" \
+    || die "rustup cannot add the ${MUSL_TARGET} target (the static plugin is built for it)"
+echo "static plugin target: ${MUSL_TARGET}"
 
 step "bpf-linker ${BPF_LINKER_VERSION} against LLVM ${LLVM_MAJOR}"
 if bpf-linker --version 2>/dev/null | grep -q "${BPF_LINKER_VERSION}"; then

@@ -4,8 +4,8 @@
 # /opt/netkit/cni-bin: netkit-cni and Debian's portmap), from binaries already built on
 # this machine, as an OCI archive that `ctr -n k8s.io images import` takes.
 #   hack/cluster/image.sh OUT_TAR [NAME:TAG]
-# Binaries from $NETKIT_RELEASE_DIR (default target/release: `cargo build --release`
-# first); NAME:TAG defaults to netkit-cni/agent:dev, what manifests/ runs.
+# Binaries from $NETKIT_RELEASE_DIR (default target/dist: hack/release.sh first, which
+# builds the plugin static); NAME:TAG defaults to netkit-cni/agent:dev, what manifests/ runs.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
@@ -13,12 +13,12 @@ source "$HERE/lib-image.sh"
 
 OUT="${1:?usage: image.sh OUT_TAR [NAME:TAG]}"
 NAME="${2:-netkit-cni/agent:dev}"
-BIN="${NETKIT_RELEASE_DIR:-$REPO/target/release}"
+BIN="${NETKIT_RELEASE_DIR:-$REPO/target/dist}"
 PORTMAP="${PORTMAP:-/usr/lib/cni/portmap}"
 
 die() { echo "image.sh: $*" >&2; exit 1; }
 for f in "$BIN/netkit-agent" "$BIN/netkit-cni"; do
-    [ -x "$f" ] || die "$f is missing: cargo build --release -p netkit-agent -p netkit-cni"
+    [ -x "$f" ] || die "$f is missing: hack/release.sh builds it"
 done
 [ -x "$PORTMAP" ] || die "$PORTMAP is missing: apt-get install containernetworking-plugins"
 

@@ -39,19 +39,17 @@ trap finish EXIT
 
 phase "build Kubernetes components"
 "$CLUSTER_DIR/build.sh" >/dev/null
-# The agent image carries the binaries hack/test.sh built (debug profile, stripped, as
-# the VM tier does): a release build would add minutes to every CI run and test no
-# other code. NETKIT_CLUSTER_PROFILE=release tests release binaries instead.
+# The agent image carries the binaries as we ship them (hack/release.sh: the plugin
+# statically linked against musl), in the debug profile, stripped, as the VM tier does:
+# a release build would add minutes to every CI run and test no other code.
+# NETKIT_CLUSTER_PROFILE=release tests release binaries instead.
 profile="${NETKIT_CLUSTER_PROFILE:-debug}"
 phase "build netkit-cni binaries ($profile)"
-if [ "$profile" = release ]; then
-    (cd "$REPO" && cargo build --release -p netkit-agent -p netkit-cni --bins)
-else
-    (cd "$REPO" && cargo build -p netkit-agent -p netkit-cni --bins)
-fi
 STRIPPED="$(mktemp -d)"
+release_flags=(--out "$STRIPPED")
+[ "$profile" = release ] || release_flags+=(--debug)
+"$REPO/hack/release.sh" "${release_flags[@]}"
 for b in netkit-agent netkit-cni; do
-    cp "$REPO/target/$profile/$b" "$STRIPPED/$b"
     strip --strip-debug "$STRIPPED/$b"
 done
 phase "build images"
