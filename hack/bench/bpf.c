@@ -1,9 +1,13 @@
 // BPF measurements for hack/bench.sh, with no libbpf and no clang (it builds this with cc):
 //
-//   nk-bench-bpf attach tcx_ingress|netkit_primary|netkit_peer IFINDEX...
+//   nk-bench-bpf attach tcx_ingress|netkit_primary|netkit_peer [--spaced] IFINDEX...
 //       The floor of a pod start, bare: for each IFINDEX, one BPF_LINK_CREATE of a
 //       two-instruction program, then the close (release) of that live link. Prints
-//       "ATTACH_US RELEASE_US" per line.
+//       "ATTACH_US RELEASE_US" per line. Both wait for an RCU grace period, and how long
+//       one takes depends on when it is asked for: right after the previous one ended
+//       (back to back, as the attaches of a burst of pods queue on the rtnl lock) it took
+//       16 ms here, at an arbitrary moment 8 ms. --spaced pauses a random 10-30 ms after
+//       each release, so every attach starts at an arbitrary moment, as one pod's does.
 //   nk-bench-bpf info PROG_ID...
 //       Prints "ID NAME VERIFIED_INSNS XLATED_BYTES JITED_BYTES" per program
 //       (bpf_prog_info; verified_insns is reported by kernels >= 5.16, 0 before).
@@ -48,7 +52,7 @@ static double now_us(void) {
     return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
-static int attach(int argc, char **argv) {
+static int attach(int argc, char **argv, int spaced) {
     uint32_t at;
     if (!strcmp(argv[0], "tcx_ingress"))
         at = NK_TCX_INGRESS;
@@ -94,6 +98,8 @@ static int attach(int argc, char **argv) {
         close(fd); // the last reference: the link is released (detached) before close returns
         double t2 = now_us();
         printf("%.0f %.0f\n", t1 - t0, t2 - t1);
+        if (spaced)
+            usleep(10000 + (useconds_t)(rand() % 20000));
     }
     return 0;
 }
@@ -243,15 +249,19 @@ static int testrun(char **argv) {
 }
 
 int main(int argc, char **argv) {
+    if (argc >= 4 && !strcmp(argv[1], "attach") && !strcmp(argv[3], "--spaced")) {
+        argv[3] = argv[2]; // the attach type, followed by the ifindexes
+        return attach(argc - 3, argv + 3, 1);
+    }
     if (argc >= 3 && !strcmp(argv[1], "attach"))
-        return attach(argc - 2, argv + 2);
+        return attach(argc - 2, argv + 2, 0);
     if (argc >= 3 && !strcmp(argv[1], "info"))
         return info(argc - 2, argv + 2);
     if (argc >= 3 && !strcmp(argv[1], "runstats"))
         return runstats(argc - 2, argv + 2);
     if (argc == 8 && !strcmp(argv[1], "testrun"))
         return testrun(argv + 2);
-    fprintf(stderr, "usage: %s attach tcx_ingress|netkit_primary|netkit_peer IFINDEX...\n"
+    fprintf(stderr, "usage: %s attach tcx_ingress|netkit_primary|netkit_peer [--spaced] IFINDEX...\n"
                     "       %s info PROG_ID...\n"
                     "       %s runstats LINK_PIN...\n"
                     "       %s testrun LINK_PIN IFINDEX SRC DST udp|tcp|icmp CALLS\n",
