@@ -29,6 +29,7 @@
 #
 # Knobs (environment; the header prints the values used):
 #   NETKIT_BENCH_SECS       seconds per datapath test and per idle-CPU sample (default 5)
+#   NETKIT_BENCH_ROUNDS     rounds of the datapath tests, each figure the median (default 1)
 #   NETKIT_BENCH_BURST      pods in a parallel burst (default 100)
 #   NETKIT_BENCH_GROW       pods already on the node for the growth figure (default 500)
 #   NETKIT_BENCH_ENDPOINTS  endpoints for the agent's RSS/CPU under load (default 1000)
@@ -124,7 +125,7 @@ if [ -z "${NETKIT_VM_GUEST:-}" ]; then
         done
         vmargs+=(--env NETKIT_REF_CNI=/opt/netkit/bin --env "NETKIT_BENCH_COMMIT=$COMMIT")
         vmargs+=(--env "NETKIT_BENCH_HOST_CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)")
-        for v in NETKIT_BENCH_SECS NETKIT_BENCH_BURST NETKIT_BENCH_GROW NETKIT_BENCH_ENDPOINTS NETKIT_BENCH_SAMPLE NETKIT_BENCH_CPU; do
+        for v in NETKIT_BENCH_SECS NETKIT_BENCH_ROUNDS NETKIT_BENCH_BURST NETKIT_BENCH_GROW NETKIT_BENCH_ENDPOINTS NETKIT_BENCH_SAMPLE NETKIT_BENCH_CPU; do
             [ -n "${!v:-}" ] && vmargs+=(--env "$v=${!v}")
         done
         guest=(bench.sh)
@@ -150,6 +151,9 @@ else
     ENDPOINTS="${NETKIT_BENCH_ENDPOINTS:-1000}" SAMPLE="${NETKIT_BENCH_SAMPLE:-20}"
 fi
 SECS="${NETKIT_BENCH_SECS:-5}"
+# Datapath figures swing from run to run on a shared machine (the 4-stream rows most):
+# several rounds, interleaved across the peers, and the median of each figure.
+ROUNDS="${NETKIT_BENCH_ROUNDS:-1}"
 # Round trips are timed with client and server pinned to one CPU, so what is measured is
 # the path's own work (every hop of a ping-pong then runs on that CPU), not how long a
 # sleeping CPU takes to wake up for a cross-CPU wake-up: on a VM that is tens of
@@ -777,43 +781,59 @@ if want datapath; then
     PEER_C[nk]="$TAG-nk-t1" PEER_S[nk]="$TAG-nk-t2" PEER_A[nk]="$(pod_addr "$TAG-nk-t2")"
     PEER_C[ptp]="$TAG-ptp-t1" PEER_S[ptp]="$TAG-ptp-t2" PEER_A[ptp]="$(pod_addr "$TAG-ptp-t2")"
     PEER_C[lo]="$TAG-lo" PEER_S[lo]="$TAG-lo" PEER_A[lo]=127.0.0.1
-    declare -A R
+    # Each round's figures are collected in V (space-separated), R gets their medians.
+    declare -A R V
     SKIPS=()
-    if have iperf3; then
-        for p in nk ptp lo; do
-            say "iperf3 ($p): 1 and 4 streams, ${SECS}s each"
-            read -r "R[$p.bw1]" "R[$p.cpu1]" < <(iperf_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}" 1)
-            read -r "R[$p.bw4]" "R[$p.cpu4]" < <(iperf_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}" 4)
-        done
-    else
-        SKIPS+=("TCP throughput and CPU per GB: skipped, iperf3 is not installed (apt-get install iperf3)")
-    fi
-    if have sockperf; then
-        for p in nk ptp lo; do
-            say "sockperf ping-pong ($p): TCP and UDP, ${SECS}s each"
-            read -r "R[$p.tcp50]" "R[$p.tcp99]" < <(rr_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}" tcp)
-            read -r "R[$p.udp50]" "R[$p.udp99]" < <(rr_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}" udp)
-        done
-    else
-        SKIPS+=("request/response latency: skipped, sockperf is not installed (apt-get install sockperf)")
-    fi
+    collect() { # KEY VALUE
+        V[$1]="${V[$1]:-} $2"
+    }
+    median() { # VALUES... -> the middle one (the lower of two), "-" when there is none
+        printf '%s\n' "$@" | grep -v '^-$' | sort -g |
+            awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]; else print "-"}'
+    }
+    have_httpd() { busybox httpd --help >/dev/null 2>&1 || busybox --list 2>/dev/null | grep -qx httpd; }
+    have iperf3 || SKIPS+=("TCP throughput and CPU per GB: skipped, iperf3 is not installed (apt-get install iperf3)")
+    have sockperf || SKIPS+=("request/response latency: skipped, sockperf is not installed (apt-get install sockperf)")
     if ! have wrk; then
         SKIPS+=("HTTP connections/s: skipped, wrk is not installed (apt-get install wrk)")
-    elif ! busybox httpd --help >/dev/null 2>&1 && ! busybox --list 2>/dev/null | grep -qx httpd; then
+    elif ! have_httpd; then
         SKIPS+=("HTTP connections/s: skipped, busybox with httpd is not installed (apt-get install busybox-static)")
-    else
-        for p in nk ptp lo; do
-            say "wrk ($p): new connection per request, ${SECS}s"
-            read -r "R[$p.http]" "R[$p.httperr]" < <(http_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}")
-        done
     fi
+    for ((round = 1; round <= ROUNDS; round++)); do
+        for p in nk ptp lo; do
+            if have iperf3; then
+                say "round $round/$ROUNDS, iperf3 ($p): 1 and 4 streams, ${SECS}s each"
+                read -r bw cpu < <(iperf_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}" 1)
+                collect "$p.bw1" "$bw"; collect "$p.cpu1" "$cpu"
+                read -r bw cpu < <(iperf_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}" 4)
+                collect "$p.bw4" "$bw"; collect "$p.cpu4" "$cpu"
+            fi
+            if have sockperf; then
+                say "round $round/$ROUNDS, sockperf ping-pong ($p): TCP and UDP, ${SECS}s each"
+                read -r p50 p99 < <(rr_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}" tcp)
+                collect "$p.tcp50" "$p50"; collect "$p.tcp99" "$p99"
+                read -r p50 p99 < <(rr_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}" udp)
+                collect "$p.udp50" "$p50"; collect "$p.udp99" "$p99"
+            fi
+            if have wrk && have_httpd; then
+                say "round $round/$ROUNDS, wrk ($p): new connection per request, ${SECS}s"
+                read -r rate errors < <(http_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}")
+                collect "$p.http" "$rate"
+                R[$p.httperr]=$((${R[$p.httperr]:-0} + ${errors//-/0}))
+            fi
+        done
+    done
+    for key in "${!V[@]}"; do
+        # shellcheck disable=SC2086 # the values are numbers or "-"
+        R[$key]="$(median ${V[$key]})"
+    done
     for i in 1 2; do
         cni DEL "$NK" "$RUN/nk.conf" "$TAG-nk-t$i" || true
         cni DEL "$PTP" "$RUN/ptp.conf" "$TAG-ptp-t$i" || true
     done
 
     row5() { printf '  %-40s %10s %10s %10s %17s %22s\n' "$@"; }
-    echo "2. Datapath, same node (${SECS}s per test; IPv4 pod -> pod; loopback = two processes over 127.0.0.1 in one namespace)"
+    echo "2. Datapath, same node (${SECS}s per test, median of $ROUNDS round(s); IPv4 pod -> pod; loopback = two processes over 127.0.0.1 in one namespace)"
     row5 "" "netkit-cni" "ptp" "loopback" "netkit-cni / ptp" "netkit-cni / loopback"
     echo "  (throughput and connections/s: higher is better; round trips and CPU per GB: lower is better;"
     echo "   sockperf's client and server pinned to CPU $CPU: a round trip is the path's own work)"
