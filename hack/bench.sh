@@ -407,7 +407,7 @@ null_call() {
 # back to back (as a burst's attaches queue on the rtnl lock: the floor of a burst); a
 # grace period's length depends on which (bpf.c says how).
 measure_floor() {
-    local prefix="$1" i idx=() spaced=() hook
+    local prefix="$1" i idx=() hook
     : >"$RUN/floor"
     : >"$RUN/floor.spaced"
     if [ ! -x "$BPFTOOL_BIN" ]; then
@@ -430,14 +430,11 @@ measure_floor() {
         for ((i = 1; i <= 2 * PODS; i++)); do
             ip -n "$TAG-floor" link add "fa$i" type veth peer name "fb$i"
             ip -n "$TAG-floor" link set "fa$i" up
-            if ((i <= PODS)); then
-                spaced+=("$(ip -n "$TAG-floor" -o link show dev "fa$i" | cut -d: -f1)")
-            else
-                idx+=("$(ip -n "$TAG-floor" -o link show dev "fa$i" | cut -d: -f1)")
-            fi
+            idx+=("$(ip -n "$TAG-floor" -o link show dev "fa$i" | cut -d: -f1)")
         done
-        if ! ip netns exec "$TAG-floor" "$BPFTOOL_BIN" attach $hook --spaced "${spaced[@]}" >"$RUN/floor.spaced" ||
-            ! ip netns exec "$TAG-floor" "$BPFTOOL_BIN" attach $hook "${idx[@]}" >"$RUN/floor"; then
+        # Fresh devices for each pass: the first half spaced, the second back to back.
+        if ! ip netns exec "$TAG-floor" "$BPFTOOL_BIN" attach $hook --spaced "${idx[@]:0:PODS}" >"$RUN/floor.spaced" ||
+            ! ip netns exec "$TAG-floor" "$BPFTOOL_BIN" attach $hook "${idx[@]:PODS}" >"$RUN/floor"; then
             FLOOR_DESC="not measured: the bare attach failed"
             ip netns del "$TAG-floor"
             return
