@@ -175,6 +175,20 @@ impl Node {
             .collect()
     }
 
+    /// The `cls_bpf` filters at ingress of host link `name`: where a veth endpoint's
+    /// egress program runs.
+    pub fn ingress_filters(&self, name: &str) -> Vec<netkit_netlink::tc::BpfFilter> {
+        use netkit_netlink::{Kernel as _, Ns, RtKernel};
+        let mut kernel = RtKernel::in_netns(self.ns.path()).unwrap();
+        let link = kernel
+            .link_by_name(Ns::Host, name)
+            .unwrap()
+            .unwrap_or_else(|| panic!("no host link {name}"));
+        kernel
+            .bpf_filters(Ns::Host, link.index, netkit_netlink::tc::Hook::Ingress)
+            .unwrap()
+    }
+
     /// `(container, ifname)` of the agent's endpoints.
     pub fn endpoints(&self) -> BTreeSet<(String, String)> {
         self.agent()

@@ -23,7 +23,7 @@ use crate::link::{self, Link};
 use crate::neighbour::{self, Neighbour, NeighbourEntry};
 use crate::netns::{self, NetnsError};
 use crate::route::{self, Route, RouteOwner};
-use crate::{address, sysctl};
+use crate::{address, sysctl, tc};
 
 pub struct RtKernel {
     rt: Runtime,
@@ -78,6 +78,36 @@ impl RtKernel {
                 .map(|pod| pod.handle.clone())
                 .ok_or_else(|| KernelError::new("pod namespace", None, "not opened")),
         }
+    }
+
+    /// Attach program `prog_fd` as the `cls_bpf` filter in `slot` of link `ifindex`
+    /// (adding `clsact` first when the link has none), or swap the program of the
+    /// filter already there; see [`crate::tc`] for why this and not a tcx link.
+    pub fn attach_bpf_filter(
+        &mut self,
+        ns: Ns,
+        ifindex: u32,
+        slot: tc::FilterSlot,
+        prog_fd: u32,
+        name: &str,
+    ) -> KernelResult<()> {
+        self.run(ns, |h| async move {
+            tc::ensure_clsact(&h, ifindex).await?;
+            tc::replace_bpf_filter(&h, ifindex, slot, prog_fd, name).await
+        })
+    }
+
+    /// The `cls_bpf` filters at `hook` of link `ifindex`.
+    pub fn bpf_filters(
+        &mut self,
+        ns: Ns,
+        ifindex: u32,
+        hook: tc::Hook,
+    ) -> KernelResult<Vec<tc::BpfFilter>> {
+        self.run(
+            ns,
+            |h| async move { tc::bpf_filters(&h, ifindex, hook).await },
+        )
     }
 
     /// Run one core operation in `ns`; its error names the namespace.

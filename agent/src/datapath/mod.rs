@@ -139,19 +139,50 @@ impl DatapathOps for Datapath {
     }
 }
 
-/// Where a pod's egress program attaches: the netkit peer hook, or tcx ingress of the
-/// host-side veth.
-fn egress_hook(mode: LinkMode) -> AttachType {
-    match mode {
-        LinkMode::Netkit => AttachType::NetkitPeer,
-        LinkMode::Veth => AttachType::TcxIngress,
+/// Where a pod's egress program attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EgressHook {
+    /// A BPF link on a `bpf_mprog` hook, pinned in the endpoint's directory: netkit's
+    /// peer hook, whose default-drop policy holds until the program is there.
+    Link(AttachType),
+    /// The `cls_bpf` filter at `clsact` ingress of the host-side veth. Not a tcx link:
+    /// that attach waits for a normal RCU grace period under the rtnl lock (7–16 ms,
+    /// most of a pod start); the filter waits at most for an expedited one
+    /// (see `netkit_netlink::tc`).
+    TcIngress,
+}
+
+impl EgressHook {
+    fn of(mode: LinkMode) -> EgressHook {
+        match mode {
+            LinkMode::Netkit => EgressHook::Link(AttachType::NetkitPeer),
+            LinkMode::Veth => EgressHook::TcIngress,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            EgressHook::Link(at) => at.name(),
+            EgressHook::TcIngress => "tc_ingress",
+        }
     }
 }
+
+/// The filter slot a veth endpoint's egress program takes on its host end: fixed, so a
+/// re-attach (restart, upgrade) replaces the program instead of adding a second filter.
+pub const POD_EGRESS_FILTER: netkit_netlink::tc::FilterSlot = netkit_netlink::tc::FilterSlot {
+    hook: netkit_netlink::tc::Hook::Ingress,
+    priority: 1,
+    handle: 1,
+};
+
+/// The name the egress filter carries (what `tc filter show` prints).
+pub const POD_EGRESS_FILTER_NAME: &str = "nk_pod_egress";
 
 /// The attachments an endpoint in `mode` gets, as its record lists them; known before
 /// the attach, so the record can be written while the attach runs.
 pub fn attachments(mode: LinkMode) -> Vec<String> {
-    vec![format!("pod_egress@{}", egress_hook(mode).name())]
+    vec![format!("pod_egress@{}", EgressHook::of(mode).name())]
 }
 
 /// What the datapath needs to know about one endpoint.
@@ -266,18 +297,18 @@ impl Datapath {
     }
 
     /// Attach the pod's egress program for an endpoint (replacing the program of an
-    /// existing pinned link atomically) and write its addresses into the endpoint map.
-    /// Returns the name of the attachment.
+    /// existing attachment atomically) and write its addresses into the endpoint map.
     ///
-    /// One attach per pod: each costs an RCU grace period under the rtnl lock, the floor
-    /// of a pod start. Traffic into the pod needs no program of its own — the fast path
-    /// redirects into it and the stack routes to it — so the ingress hook stays empty.
+    /// One attach per pod: a netkit link costs an RCU grace period under the rtnl lock,
+    /// the floor of a pod start there; a veth host end's filter costs far less (see
+    /// [`EgressHook::TcIngress`]). Traffic into the pod needs no program of its own —
+    /// the fast path redirects into it and the stack routes to it — so the ingress hook
+    /// stays empty.
     pub fn program_endpoint(&self, spec: &EndpointSpec<'_>) -> Result<()> {
         let flags = match spec.mode {
             LinkMode::Netkit => ENDPOINT_F_NETKIT,
             LinkMode::Veth => ENDPOINT_F_VETH,
         };
-        let egress_at = egress_hook(spec.mode);
         let value = EndpointValue {
             ifindex: spec.host_ifindex,
             flags,
@@ -302,17 +333,23 @@ impl Datapath {
         // program; an upgrade lets it go.
         remove_pin(&dir.join(pins::LEGACY_INGRESS))?;
         let egress = self.programs.pod_egress.as_fd();
-        attach_or_update(
-            &dir.join(pins::EGRESS),
-            egress,
-            spec.host_ifindex,
-            egress_at,
-        )?;
-        Ok(())
+        let egress_pin = dir.join(pins::EGRESS);
+        match EgressHook::of(spec.mode) {
+            EgressHook::Link(at) => attach_or_update(&egress_pin, egress, spec.host_ifindex, at),
+            EgressHook::TcIngress => {
+                attach_filter(spec.host_ifindex, egress)?;
+                // Agents before the filter attach pinned a tcx link here. Its program
+                // ran first and decided every packet until now; with the filter in
+                // place it can go (its release costs one grace period, once).
+                remove_pin(&egress_pin)
+            }
+        }
     }
 
-    /// Detach an endpoint's programs (by removing their pins) and forget its addresses.
-    /// Missing pieces are not errors: removal is idempotent.
+    /// Forget an endpoint's addresses and remove its pin directory (a netkit endpoint's
+    /// link is released with its pin; a veth endpoint's filter goes with its device,
+    /// which the plugin or the agent's teardown deletes). Missing pieces are not errors:
+    /// removal is idempotent.
     pub fn remove_endpoint(&self, pin_name: &str, addresses: &[IpAddr]) -> Result<()> {
         for addr in addresses {
             self.unmap(&endpoint_key(addr))?;
@@ -511,6 +548,23 @@ fn attach_or_update(pin: &Path, prog: BorrowedFd<'_>, ifindex: u32, at: AttachTy
     }
     let link = sys::link_create(prog, ifindex, at)?;
     sys::obj_pin(link.as_fd(), pin)?;
+    Ok(())
+}
+
+/// Attach `prog` as the pod egress filter of host link `ifindex`, or swap the program
+/// of the filter already there.
+fn attach_filter(ifindex: u32, prog: BorrowedFd<'_>) -> Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let fd = u32::try_from(prog.as_raw_fd()).map_err(|_| {
+        netkit_netlink::KernelError::invalid("attach the pod egress filter", "negative fd")
+    })?;
+    netkit_netlink::RtKernel::new()?.attach_bpf_filter(
+        netkit_netlink::Ns::Host,
+        ifindex,
+        POD_EGRESS_FILTER,
+        fd,
+        POD_EGRESS_FILTER_NAME,
+    )?;
     Ok(())
 }
 

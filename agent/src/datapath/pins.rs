@@ -4,7 +4,10 @@
 //! ```text
 //! <root>/maps/NK_STATS, NK_ENDPOINTS      shared maps (pinned by name)
 //! <root>/uplink/<ifname>                  tcx ingress link on the uplink
-//! <root>/endpoints/<name>/egress          the pod egress link of one endpoint
+//! <root>/endpoints/<name>/                 one directory per endpoint
+//! <root>/endpoints/<name>/egress          its pod egress link (netkit; a veth endpoint's
+//!                                         program is a cls_bpf filter on its host end,
+//!                                         kept by the device, so nothing is pinned)
 //! ```
 
 use std::path::{Path, PathBuf};
