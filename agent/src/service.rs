@@ -16,14 +16,14 @@ use netkit_api::{
 use crate::datapath::{self, DatapathOps, EndpointSpec};
 use crate::fault;
 use crate::ipam;
-use crate::registry::{Registry, RegistryError, Store};
+use crate::registry::{Registry, Store};
 
 /// The agent's state and the datapath, shared by every request it serves at once.
 ///
 /// Locking: `state` (registry, allocations, attachments in flight) is held only for
 /// bookkeeping — never across the slow work: a link attach or the release of a live link
-/// (each waits for an RCU grace period under the rtnl lock), a record written or unlinked
-/// (fsyncs). An attachment being added or deleted is marked in flight, so another request
+/// (a netkit link's attach or release waits for an RCU grace period under the rtnl lock),
+/// a record written or unlinked. An attachment being added or deleted is marked in flight, so another request
 /// for the same attachment waits for it, while requests for other attachments proceed;
 /// addresses are reserved while their endpoint is in flight, so two concurrent ADDs
 /// never get the same one, and stay registered until their endpoint's datapath and
@@ -329,38 +329,23 @@ impl Agent {
         };
         let pin_name = pin_name(&endpoint.id);
         fault::point("before-attach");
-        // The record is written while the link is attached: the attach waits for an RCU
-        // grace period, the record for two fsyncs, and neither needs the other. Without
-        // the state lock: the claim keeps everyone else from this endpoint, and its
-        // addresses stay reserved until it is registered. A crash between the two leaves
-        // a record whose link reconciliation re-attaches (or removes, once the link is
-        // gone), or pins without a record, which reconciliation removes.
-        let mut program_time = std::time::Duration::ZERO;
-        let (programmed, recorded) = std::thread::scope(|scope| {
-            let record = scope.spawn(|| self.store.record(endpoint.clone()));
-            let program_started = std::time::Instant::now();
-            let programmed = self.program(&endpoint, &addresses);
-            program_time = program_started.elapsed();
-            let recorded = record
-                .join()
-                .unwrap_or(Err(RegistryError::Panicked("writing the record")));
-            (programmed, recorded)
-        });
-        let recorded = match (programmed, recorded) {
-            (Ok(()), Ok(recorded)) => recorded,
-            (programmed, recorded) => {
-                self.rollback_datapath(&pin_name, &addresses);
-                if recorded.is_ok()
-                    && let Err(e) = self.store.unrecord(&endpoint.id)
-                {
-                    tracing::error!(endpoint = %endpoint.id, error = %e, "cannot remove the record of a failed endpoint");
-                }
-                return Err(match programmed {
-                    Err(e) => internal(e),
-                    Ok(()) => internal(recorded.err().map(|e| e.to_string()).unwrap_or_default()),
-                });
+        // The record first (one small file, no fsync: see `registry::atomic_file`), then
+        // the datapath. Without the state lock: the claim keeps everyone else from this
+        // endpoint, and its addresses stay reserved until it is registered. A crash
+        // between the two leaves a record whose link reconciliation re-attaches (or
+        // removes, once the link is gone); one during the attach, pins without a
+        // record's registration, which reconciliation removes.
+        let recorded = self.store.record(endpoint.clone()).map_err(internal)?;
+        let program_started = std::time::Instant::now();
+        let programmed = self.program(&endpoint, &addresses);
+        let program_time = program_started.elapsed();
+        if let Err(e) = programmed {
+            self.rollback_datapath(&pin_name, &addresses);
+            if let Err(e) = self.store.unrecord(&endpoint.id) {
+                tracing::error!(endpoint = %endpoint.id, error = %e, "cannot remove the record of a failed endpoint");
             }
-        };
+            return Err(internal(e));
+        }
         // Attached, mapped and recorded, not yet registered, no reply sent: the worst
         // moment to die.
         fault::point("after-attach");
@@ -371,8 +356,8 @@ impl Agent {
             host = %endpoint.host_ifname,
             ips = ?endpoint.ips,
             elapsed_us = started.elapsed().as_micros() as u64,
-            // The attach (and its RCU grace period) and the map updates: what the
-            // benchmarks separate from the rest of the agent's work.
+            // The attach and the map updates: what the benchmarks separate from the
+            // rest of the agent's work.
             program_us = program_time.as_micros() as u64,
             "endpoint programmed"
         );
@@ -426,7 +411,7 @@ impl Agent {
     }
 
     /// The first half of a DEL with `take_link`: take the endpoint out of service and
-    /// mark it releasing, durably (one rename, one fsync). `false`: the agent has no such
+    /// mark it releasing (one rename). `false`: the agent has no such
     /// endpoint, and the link (if any) stays the caller's. The teardown itself is
     /// [`Agent::finish_release`].
     pub fn release_endpoint(&self, id: &EndpointId) -> ApiResult<bool> {
@@ -510,8 +495,8 @@ impl Agent {
 
     /// Remove a registered endpoint from the datapath, then its record, then from the
     /// registry: its addresses are free only once nothing uses them. The slow parts
-    /// (unpinning a live link waits for an RCU grace period, the unlink for an fsync) run
-    /// without the state lock; the caller holds the endpoint's claim.
+    /// (unpinning a live netkit link waits for an RCU grace period) run without the
+    /// state lock; the caller holds the endpoint's claim.
     ///
     /// A releasing endpoint's link is the agent's: it goes first, so that the pinned
     /// links are defunct by the time they are unpinned.

@@ -8,14 +8,20 @@
 //       (back to back, as the attaches of a burst of pods queue on the rtnl lock) it took
 //       16 ms here, at an arbitrary moment 8 ms. --spaced pauses a random 10-30 ms after
 //       each release, so every attach starts at an arbitrary moment, as one pod's does.
+//   nk-bench-bpf filter [--spaced] IFINDEX...
+//       The attach netkit-cni makes on a veth host end, bare: for each IFINDEX, a clsact
+//       qdisc and a direct-action cls_bpf filter running the same two-instruction program
+//       (two netlink requests, as the agent sends them). Prints "ATTACH_US" per line. No
+//       normal grace period: the filter swaps clsact's mini-Qdisc, which waits at most for
+//       an expedited one. --spaced as for attach.
 //   nk-bench-bpf info PROG_ID...
 //       Prints "ID NAME VERIFIED_INSNS XLATED_BYTES JITED_BYTES" per program
 //       (bpf_prog_info; verified_insns is reported by kernels >= 5.16, 0 before).
-//   nk-bench-bpf runstats LINK_PIN...
-//       For the program behind each pinned link: "PROG_ID NAME RUN_CNT RUN_TIME_NS"
+//   nk-bench-bpf runstats PROG...
+//       PROG is a pinned link (the program behind it) or id:N (program N). For each: "PROG_ID NAME RUN_CNT RUN_TIME_NS"
 //       (bpf_prog_info; both stay 0 unless kernel.bpf_stats_enabled=1 while it runs).
-//   nk-bench-bpf testrun LINK_PIN IFINDEX SRC DST udp|tcp|icmp CALLS
-//       Runs the program behind the pinned link on one IPv4 packet SRC -> DST (Ethernet,
+//   nk-bench-bpf testrun PROG IFINDEX SRC DST udp|tcp|icmp CALLS
+//       Runs PROG (as for runstats) on one IPv4 packet SRC -> DST (Ethernet,
 //       TTL 64, 14 bytes of payload) as if it arrived on IFINDEX of the caller's network
 //       namespace (BPF_PROG_TEST_RUN): CALLS calls of 50 runs each (the program may lower
 //       the TTL, so no more runs than that on one packet). Prints "NS_PER_RUN RETVAL":
@@ -25,10 +31,15 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/netlink.h>
+#include <linux/pkt_cls.h>
+#include <linux/rtnetlink.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,6 +63,109 @@ static double now_us(void) {
     return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
+// A two-instruction SCHED_CLS program: r0 = 0 (TCX_PASS / NETKIT_PASS / TC_ACT_OK); exit.
+static int load_pass_prog(uint32_t expected_attach_type) {
+    struct bpf_insn insns[2] = {
+        {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = 0},
+        {.code = BPF_JMP | BPF_EXIT},
+    };
+    union bpf_attr load;
+    memset(&load, 0, sizeof load);
+    load.prog_type = BPF_PROG_TYPE_SCHED_CLS;
+    load.insn_cnt = 2;
+    load.insns = (uint64_t)(uintptr_t)insns;
+    load.license = (uint64_t)(uintptr_t) "GPL";
+    load.expected_attach_type = expected_attach_type;
+    strcpy(load.prog_name, "nk_bench_floor");
+    int prog = (int)sys_bpf(BPF_PROG_LOAD, &load, sizeof load);
+    if (prog < 0)
+        fprintf(stderr, "nk-bench-bpf: BPF_PROG_LOAD: %s\n", strerror(errno));
+    return prog;
+}
+
+static void add_attr(struct nlmsghdr *n, unsigned short type, const void *data, unsigned len) {
+    struct rtattr *rta = (struct rtattr *)((char *)n + NLMSG_ALIGN(n->nlmsg_len));
+    rta->rta_type = type;
+    rta->rta_len = (unsigned short)RTA_LENGTH(len);
+    if (len)
+        memcpy(RTA_DATA(rta), data, len);
+    n->nlmsg_len = NLMSG_ALIGN(n->nlmsg_len) + RTA_ALIGN(rta->rta_len);
+}
+
+// Send one request and wait for its acknowledgement; the kernel's errno, 0 on success.
+static int nl_call(int sock, struct nlmsghdr *n) {
+    if (send(sock, n, n->nlmsg_len, 0) < 0)
+        return errno;
+    char buf[4096];
+    ssize_t len = recv(sock, buf, sizeof buf, 0);
+    if (len < (ssize_t)NLMSG_HDRLEN)
+        return len < 0 ? errno : EIO;
+    struct nlmsghdr *r = (struct nlmsghdr *)buf;
+    if (r->nlmsg_type != NLMSG_ERROR)
+        return EIO;
+    return -((struct nlmsgerr *)NLMSG_DATA(r))->error;
+}
+
+static int filter(int argc, char **argv, int spaced) {
+    int prog = load_pass_prog(0);
+    if (prog < 0)
+        return 1;
+    int sock = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (sock < 0) {
+        fprintf(stderr, "nk-bench-bpf: netlink socket: %s\n", strerror(errno));
+        return 1;
+    }
+    for (int i = 0; i < argc; i++) {
+        int ifindex = (int)strtol(argv[i], NULL, 10);
+        struct {
+            struct nlmsghdr n;
+            struct tcmsg t;
+            char attrs[256];
+        } qdisc, flt;
+        memset(&qdisc, 0, sizeof qdisc);
+        qdisc.n.nlmsg_len = NLMSG_LENGTH(sizeof(struct tcmsg));
+        qdisc.n.nlmsg_type = RTM_NEWQDISC;
+        qdisc.n.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+        qdisc.t.tcm_ifindex = ifindex;
+        qdisc.t.tcm_parent = TC_H_CLSACT;
+        qdisc.t.tcm_handle = TC_H_MAKE(TC_H_CLSACT, 0);
+        add_attr(&qdisc.n, TCA_KIND, "clsact", 7);
+
+        memset(&flt, 0, sizeof flt);
+        flt.n.nlmsg_len = NLMSG_LENGTH(sizeof(struct tcmsg));
+        flt.n.nlmsg_type = RTM_NEWTFILTER;
+        flt.n.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+        flt.t.tcm_ifindex = ifindex;
+        flt.t.tcm_parent = TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS);
+        flt.t.tcm_handle = 1;
+        flt.t.tcm_info = TC_H_MAKE(1u << 16, htons(ETH_P_ALL));
+        add_attr(&flt.n, TCA_KIND, "bpf", 4);
+        struct rtattr *opts = (struct rtattr *)((char *)&flt.n + NLMSG_ALIGN(flt.n.nlmsg_len));
+        add_attr(&flt.n, TCA_OPTIONS, NULL, 0);
+        uint32_t fd = (uint32_t)prog, flags = TCA_BPF_FLAG_ACT_DIRECT;
+        add_attr(&flt.n, TCA_BPF_FD, &fd, sizeof fd);
+        add_attr(&flt.n, TCA_BPF_NAME, "nk_bench_floor", 15);
+        add_attr(&flt.n, TCA_BPF_FLAGS, &flags, sizeof flags);
+        opts->rta_len = (unsigned short)((char *)&flt.n + flt.n.nlmsg_len - (char *)opts);
+
+        double t0 = now_us();
+        int err = nl_call(sock, &qdisc.n);
+        if (!err)
+            err = nl_call(sock, &flt.n);
+        double t1 = now_us();
+        if (err) {
+            fprintf(stderr, "nk-bench-bpf: clsact + cls_bpf on ifindex %s: %s\n", argv[i], strerror(err));
+            return 1;
+        }
+        printf("%.0f\n", t1 - t0);
+        if (spaced)
+            usleep(10000 + (useconds_t)(rand() % 20000));
+    }
+    close(sock);
+    close(prog);
+    return 0;
+}
+
 static int attach(int argc, char **argv, int spaced) {
     uint32_t at;
     if (!strcmp(argv[0], "tcx_ingress"))
@@ -64,24 +178,9 @@ static int attach(int argc, char **argv, int spaced) {
         fprintf(stderr, "nk-bench-bpf: unknown attach type %s\n", argv[0]);
         return 2;
     }
-    // r0 = 0 (TCX_PASS / NETKIT_PASS); exit
-    struct bpf_insn insns[2] = {
-        {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = 0},
-        {.code = BPF_JMP | BPF_EXIT},
-    };
-    union bpf_attr load;
-    memset(&load, 0, sizeof load);
-    load.prog_type = BPF_PROG_TYPE_SCHED_CLS;
-    load.insn_cnt = 2;
-    load.insns = (uint64_t)(uintptr_t)insns;
-    load.license = (uint64_t)(uintptr_t) "GPL";
-    load.expected_attach_type = at;
-    strcpy(load.prog_name, "nk_bench_floor");
-    int prog = (int)sys_bpf(BPF_PROG_LOAD, &load, sizeof load);
-    if (prog < 0) {
-        fprintf(stderr, "nk-bench-bpf: BPF_PROG_LOAD: %s\n", strerror(errno));
+    int prog = load_pass_prog(at);
+    if (prog < 0)
         return 1;
-    }
     for (int i = 1; i < argc; i++) {
         struct nk_link_create_attr link = {
             .prog_fd = (uint32_t)prog,
@@ -140,8 +239,19 @@ static int info(int argc, char **argv) {
     return 0;
 }
 
-/* The id of the program the BPF link pinned at `pin` runs; -1 (errno set) on failure. */
+/* The id of the program `pin` names: "id:N", or the program the BPF link pinned at `pin`
+ * runs; -1 (errno set) on failure. */
 static int link_prog_id(const char *pin, uint32_t *id) {
+    if (!strncmp(pin, "id:", 3)) {
+        char *end;
+        unsigned long n = strtoul(pin + 3, &end, 10);
+        if (*end || !n) {
+            errno = EINVAL;
+            return -1;
+        }
+        *id = (uint32_t)n;
+        return 0;
+    }
     union bpf_attr get;
     memset(&get, 0, sizeof get);
     get.pathname = (uint64_t)(uintptr_t)pin;
@@ -255,6 +365,10 @@ int main(int argc, char **argv) {
     }
     if (argc >= 3 && !strcmp(argv[1], "attach"))
         return attach(argc - 2, argv + 2, 0);
+    if (argc >= 4 && !strcmp(argv[1], "filter") && !strcmp(argv[2], "--spaced"))
+        return filter(argc - 3, argv + 3, 1);
+    if (argc >= 3 && !strcmp(argv[1], "filter"))
+        return filter(argc - 2, argv + 2, 0);
     if (argc >= 3 && !strcmp(argv[1], "info"))
         return info(argc - 2, argv + 2);
     if (argc >= 3 && !strcmp(argv[1], "runstats"))
@@ -262,9 +376,10 @@ int main(int argc, char **argv) {
     if (argc == 8 && !strcmp(argv[1], "testrun"))
         return testrun(argv + 2);
     fprintf(stderr, "usage: %s attach tcx_ingress|netkit_primary|netkit_peer [--spaced] IFINDEX...\n"
+                    "       %s filter [--spaced] IFINDEX...\n"
                     "       %s info PROG_ID...\n"
-                    "       %s runstats LINK_PIN...\n"
-                    "       %s testrun LINK_PIN IFINDEX SRC DST udp|tcp|icmp CALLS\n",
-            argv[0], argv[0], argv[0], argv[0]);
+                    "       %s runstats LINK_PIN|id:PROG_ID...\n"
+                    "       %s testrun LINK_PIN|id:PROG_ID IFINDEX SRC DST udp|tcp|icmp CALLS\n",
+            argv[0], argv[0], argv[0], argv[0], argv[0]);
     return 2;
 }

@@ -209,6 +209,10 @@ pub struct Datapath {
     /// from.
     programs: loader::Programs,
     maps: Mutex<Maps>,
+    /// The netlink connection veth attaches go through: made on first use and kept, as
+    /// one of its own per attach (a runtime and a socket) cost more than the attach.
+    /// Held only for the attach's two requests.
+    attach_netlink: Mutex<Option<netkit_netlink::RtKernel>>,
 }
 
 struct Maps {
@@ -267,6 +271,7 @@ impl Datapath {
                 remote_route_entries,
                 stats,
             }),
+            attach_netlink: Mutex::new(None),
         })
     }
 
@@ -337,13 +342,43 @@ impl Datapath {
         match EgressHook::of(spec.mode) {
             EgressHook::Link(at) => attach_or_update(&egress_pin, egress, spec.host_ifindex, at),
             EgressHook::TcIngress => {
-                attach_filter(spec.host_ifindex, egress)?;
+                self.attach_filter(spec.host_ifindex, egress)?;
                 // Agents before the filter attach pinned a tcx link here. Its program
                 // ran first and decided every packet until now; with the filter in
                 // place it can go (its release costs one grace period, once).
                 remove_pin(&egress_pin)
             }
         }
+    }
+
+    /// Attach `prog` as the pod egress filter of host link `ifindex`, or swap the
+    /// program of the filter already there.
+    fn attach_filter(&self, ifindex: u32, prog: BorrowedFd<'_>) -> Result<()> {
+        use std::os::fd::AsRawFd as _;
+        let fd = u32::try_from(prog.as_raw_fd()).map_err(|_| {
+            netkit_netlink::KernelError::invalid("attach the pod egress filter", "negative fd")
+        })?;
+        let mut connection = self
+            .attach_netlink
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let kernel = match connection.as_mut() {
+            Some(kernel) => kernel,
+            None => connection.insert(netkit_netlink::RtKernel::new()?),
+        };
+        let attached = kernel.attach_bpf_filter(
+            netkit_netlink::Ns::Host,
+            ifindex,
+            POD_EGRESS_FILTER,
+            fd,
+            POD_EGRESS_FILTER_NAME,
+        );
+        // A failure the kernel did not answer with an errno is the connection's own
+        // (closed, a reply that did not parse): the next attach makes a new one.
+        if attached.as_ref().is_err_and(|e| e.errno.is_none()) {
+            *connection = None;
+        }
+        Ok(attached?)
     }
 
     /// Forget an endpoint's addresses and remove its pin directory (a netkit endpoint's
@@ -548,23 +583,6 @@ fn attach_or_update(pin: &Path, prog: BorrowedFd<'_>, ifindex: u32, at: AttachTy
     }
     let link = sys::link_create(prog, ifindex, at)?;
     sys::obj_pin(link.as_fd(), pin)?;
-    Ok(())
-}
-
-/// Attach `prog` as the pod egress filter of host link `ifindex`, or swap the program
-/// of the filter already there.
-fn attach_filter(ifindex: u32, prog: BorrowedFd<'_>) -> Result<()> {
-    use std::os::fd::AsRawFd as _;
-    let fd = u32::try_from(prog.as_raw_fd()).map_err(|_| {
-        netkit_netlink::KernelError::invalid("attach the pod egress filter", "negative fd")
-    })?;
-    netkit_netlink::RtKernel::new()?.attach_bpf_filter(
-        netkit_netlink::Ns::Host,
-        ifindex,
-        POD_EGRESS_FILTER,
-        fd,
-        POD_EGRESS_FILTER_NAME,
-    )?;
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 //! registered.
 //!
 //! On disk it is one record per endpoint (`records`), the only copy: a change writes or
-//! removes that one file, crash-atomically (`durable`), and a start reads them all back.
+//! removes that one file, crash-atomically (`atomic_file`), and a start reads them all back.
 //! Registries of earlier agents (one `endpoints.json`) are turned into records once
 //! (`upgrade`).
 //!
@@ -12,7 +12,7 @@
 //! of service (not listed, not found by CHECK), but still registered, so its addresses
 //! and device stay taken until the teardown is done (see `Store::mark_releasing`).
 
-mod durable;
+mod atomic_file;
 mod records;
 mod upgrade;
 
@@ -42,7 +42,7 @@ pub enum RegistryError {
     #[error("encoding the registry: {0}")]
     Encode(#[from] serde_json::Error),
     #[error(transparent)]
-    Durable(#[from] durable::DurableError),
+    File(#[from] atomic_file::FileError),
     #[error("{0} panicked")]
     Panicked(&'static str),
 }
@@ -189,14 +189,14 @@ impl Registry {
     }
 
     /// The registry's files, for the slow half of a change — writing or unlinking a
-    /// record, fsyncs included — done without holding the registry.
+    /// record — done without holding the registry.
     pub fn store(&self) -> Store {
         Store {
             records: self.records.clone(),
         }
     }
 
-    /// Register (or replace) an endpoint whose record is durable.
+    /// Register (or replace) an endpoint whose record is written.
     pub fn insert(&mut self, recorded: Recorded) {
         self.add(recorded.0);
     }
@@ -252,24 +252,23 @@ pub struct Store {
     records: Records,
 }
 
-/// An endpoint whose record is durable, to be registered ([`Registry::insert`]).
+/// An endpoint whose record is written, to be registered ([`Registry::insert`]).
 pub struct Recorded(Endpoint);
 
 /// An endpoint whose record is gone, to be forgotten ([`Registry::remove`]).
 pub struct Unrecorded(EndpointId);
 
-/// An endpoint whose record is durably marked releasing ([`Registry::set_releasing`]).
+/// An endpoint whose record is marked releasing ([`Registry::set_releasing`]).
 pub struct Marked(EndpointId);
 
 impl Store {
     /// Write the record of `endpoint`, which is not registered (replace a registered
-    /// endpoint by removing it first), and make it durable: the record file, then its
-    /// rename — two fsyncs whatever the number of endpoints. A failed write leaves no
-    /// record of it behind.
+    /// endpoint by removing it first): one small file, whatever the number of
+    /// endpoints. A failed write leaves no record of it behind.
     pub fn record(&self, endpoint: Endpoint) -> Result<Recorded> {
         if let Err(e) = self.records.write(&endpoint) {
-            // The rename may have happened before the failure (a failed directory
-            // fsync): a restart must not find an endpoint the agent refused.
+            // Whatever step failed, a restart must not find an endpoint the agent
+            // refused.
             if let Err(undo) = self.records.remove(&endpoint.id) {
                 tracing::warn!(endpoint = %endpoint.id, error = %undo, "cannot remove the record of a failed registration");
             }
@@ -278,14 +277,14 @@ impl Store {
         Ok(Recorded(endpoint))
     }
 
-    /// Mark `id`'s record as releasing, durably (a rename and one fsync): after a crash
-    /// the agent finishes the teardown rather than restore the endpoint.
+    /// Mark `id`'s record as releasing (a rename): after a crash the agent finishes the
+    /// teardown rather than restore the endpoint.
     pub fn mark_releasing(&self, id: &EndpointId) -> Result<Marked> {
         self.records.mark_releasing(id)?;
         Ok(Marked(id.clone()))
     }
 
-    /// Unlink the record of `id` and make that durable (one fsync). On an error the
+    /// Unlink the record of `id`. On an error the
     /// endpoint stays registered: a retry removes it.
     pub fn unrecord(&self, id: &EndpointId) -> Result<Unrecorded> {
         self.records.remove(id)?;
@@ -400,16 +399,15 @@ pub(super) mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let mut reg = Registry::load(tmp.path(), &[]).unwrap();
         for n in 0..50 {
-            let (fsyncs, inserted) =
-                durable::counting::fsyncs(|| add(&mut reg, endpoint(&format!("c{n}"))));
+            let (touched, inserted) =
+                atomic_file::counting::files_touched(|| add(&mut reg, endpoint(&format!("c{n}"))));
             inserted.unwrap();
-            // The record file, then the directory for its rename.
-            assert_eq!(fsyncs, 2, "insert with {n} endpoints registered");
+            // The endpoint's own record, nothing else.
+            assert_eq!(touched, 1, "insert with {n} endpoints registered");
         }
-        let (fsyncs, removed) = durable::counting::fsyncs(|| forget(&mut reg, "c7"));
+        let (touched, removed) = atomic_file::counting::files_touched(|| forget(&mut reg, "c7"));
         assert!(removed.unwrap().is_some());
-        // The directory, for the unlink.
-        assert_eq!(fsyncs, 1);
+        assert_eq!(touched, 1);
     }
 
     #[test]
@@ -476,10 +474,8 @@ pub(super) mod tests {
         b.ips[0].address = "10.0.0.3/24".into();
         add(&mut reg, b).unwrap();
         let a = endpoint("a").id;
-        let (fsyncs, marked) = durable::counting::fsyncs(|| reg.store().mark_releasing(&a));
+        let marked = reg.store().mark_releasing(&a);
         reg.set_releasing(marked.unwrap());
-        // The rename, made durable by the directory's fsync.
-        assert_eq!(fsyncs, 1);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         for reg in [reg, Registry::load(dir, &[]).unwrap()] {
             assert!(reg.is_releasing(&a));

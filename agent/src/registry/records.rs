@@ -1,17 +1,18 @@
 //! The registry on disk: one file per endpoint in the state directory,
 //! `endpoint.<name>.json`, `<name>` being the endpoint's pin directory name. A change
 //! writes or removes one small file, so its cost does not grow with the number of
-//! endpoints on the node; each write is crash-atomic (`durable`).
+//! endpoints on the node; each write is crash-atomic and not fsynced (`atomic_file`
+//! says why).
 //!
 //! An endpoint being torn down after its DEL was answered has its record renamed to
-//! `releasing.<name>.json`: one rename and one directory fsync mark it, durably, so a
-//! restart finishes the teardown instead of taking the endpoint for a live one.
+//! `releasing.<name>.json`: one rename marks it, so a restart finishes the teardown
+//! instead of taking the endpoint for a live one.
 
 use std::path::{Path, PathBuf};
 
 use netkit_api::{Endpoint, EndpointId};
 
-use super::durable;
+use super::atomic_file;
 use super::{RegistryError, Result};
 use crate::endpoint_name;
 
@@ -42,8 +43,7 @@ impl Records {
         self.dir.join(format!("{RELEASING_PREFIX}{name}{SUFFIX}"))
     }
 
-    /// Mark the endpoint `id` as being torn down, durably: its record renamed, then one
-    /// fsync of the directory.
+    /// Mark the endpoint `id` as being torn down: its record renamed.
     pub fn mark_releasing(&self, id: &EndpointId) -> Result<()> {
         let name = endpoint_name::of(id);
         let (from, to) = (self.path(&name), self.releasing_path(&name));
@@ -51,49 +51,33 @@ impl Records {
             what: "marking as releasing",
             path: from,
             source,
-        })?;
-        self.sync()
+        })
     }
 
-    /// Write an endpoint's record and make it durable: temp file, fsync, rename, and one
-    /// fsync of the directory.
+    /// Write an endpoint's record: a temporary file renamed over the record.
     pub fn write(&self, endpoint: &Endpoint) -> Result<()> {
-        self.write_unsynced(endpoint)?;
-        self.sync()
-    }
-
-    /// Write several records, with one fsync of the directory for all of them.
-    pub fn write_all<'a>(&self, endpoints: impl IntoIterator<Item = &'a Endpoint>) -> Result<()> {
-        for endpoint in endpoints {
-            self.write_unsynced(endpoint)?;
-        }
-        self.sync()
-    }
-
-    fn write_unsynced(&self, endpoint: &Endpoint) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(endpoint)?;
-        durable::replace(&self.path(&endpoint_name::of(&endpoint.id)), &bytes)?;
+        atomic_file::replace(&self.path(&endpoint_name::of(&endpoint.id)), &bytes)?;
         Ok(())
     }
 
-    /// Remove an endpoint's record (if any, live or releasing) and make the removal
-    /// durable.
+    /// Write several records.
+    pub fn write_all<'a>(&self, endpoints: impl IntoIterator<Item = &'a Endpoint>) -> Result<()> {
+        endpoints
+            .into_iter()
+            .try_for_each(|endpoint| self.write(endpoint))
+    }
+
+    /// Remove an endpoint's record (if any, live or releasing).
     pub fn remove(&self, id: &EndpointId) -> Result<()> {
-        self.remove_named(&endpoint_name::of(id))?;
-        self.sync()
+        self.remove_named(&endpoint_name::of(id))
     }
 
-    /// Remove the record named `name`, live or releasing; durable once the directory
-    /// is synced.
+    /// Remove the record named `name`, live or releasing.
     pub fn remove_named(&self, name: &str) -> Result<()> {
-        durable::remove(&self.path(name))?;
-        durable::remove(&self.releasing_path(name))?;
+        atomic_file::remove(&self.path(name))?;
+        atomic_file::remove(&self.releasing_path(name))?;
         Ok(())
-    }
-
-    /// Make the renames and removals so far durable.
-    pub fn sync(&self) -> Result<()> {
-        Ok(durable::sync_dir(&self.dir)?)
     }
 
     /// The record of the endpoint named `name`, `None` when there is none.
@@ -107,7 +91,7 @@ impl Records {
     }
 
     fn read_at(&self, path: PathBuf, name: &str) -> Result<Option<Endpoint>> {
-        let Some(bytes) = durable::read_if_exists(&path)? else {
+        let Some(bytes) = atomic_file::read_if_exists(&path)? else {
             return Ok(None);
         };
         let endpoint: Endpoint =
@@ -145,7 +129,6 @@ impl Records {
             path,
             source,
         })?;
-        self.sync()?;
         Ok(aside)
     }
 
@@ -171,17 +154,14 @@ impl Records {
     /// Remove the temporary files of record writes a crash interrupted before their
     /// rename: the record they were to replace (if any) is still whole. Returns how many.
     pub fn remove_interrupted_writes(&self) -> Result<usize> {
-        let tmp_suffix = format!("{SUFFIX}{}", durable::TMP_SUFFIX);
+        let tmp_suffix = format!("{SUFFIX}{}", atomic_file::TMP_SUFFIX);
         let leftovers: Vec<String> = self
             .files()?
             .into_iter()
             .filter(|file| file.starts_with(PREFIX) && file.ends_with(&tmp_suffix))
             .collect();
         for file in &leftovers {
-            durable::remove(&self.dir.join(file))?;
-        }
-        if !leftovers.is_empty() {
-            self.sync()?;
+            atomic_file::remove(&self.dir.join(file))?;
         }
         Ok(leftovers.len())
     }

@@ -6,7 +6,7 @@
 //! second copy, which can be stale: the file was written first), and records of
 //! endpoints it does not hold go. A file found corrupt is rebuilt as those agents did:
 //! from the records of the endpoints still pinned, the pins saying which are live. The
-//! file goes only once every record is durable, so a crash mid-way repeats the upgrade.
+//! file goes only once every record is written, so a crash mid-way repeats the upgrade.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -15,7 +15,7 @@ use netkit_api::Endpoint;
 use serde::Deserialize;
 
 use super::records::Records;
-use super::{RegistryError, Result, durable};
+use super::{RegistryError, Result, atomic_file};
 use crate::endpoint_name;
 
 const FILE: &str = "endpoints.json";
@@ -31,7 +31,7 @@ struct Stored {
 /// endpoint pin directories. Returns how many endpoints it held (or were restored).
 pub fn migrate(dir: &Path, records: &Records, pinned: &[String]) -> Result<Option<usize>> {
     let path = dir.join(FILE);
-    let Some(bytes) = durable::read_if_exists(&path)? else {
+    let Some(bytes) = atomic_file::read_if_exists(&path)? else {
         return Ok(None);
     };
     let (endpoints, corrupt) = match serde_json::from_slice::<Stored>(&bytes) {
@@ -63,9 +63,8 @@ pub fn migrate(dir: &Path, records: &Records, pinned: &[String]) -> Result<Optio
         })?;
         tracing::warn!(corrupt_copy = %aside.display(), "corrupt registry file kept aside");
     } else {
-        durable::remove(&path)?;
+        atomic_file::remove(&path)?;
     }
-    records.sync()?;
     tracing::info!(
         endpoints = endpoints.len(),
         "the endpoint registry file was turned into one record per endpoint"
@@ -99,7 +98,7 @@ fn restore_pinned(records: &Records, pinned: &[String]) -> Vec<Endpoint> {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{endpoint, name, record_names};
-    use super::super::{Registry, durable};
+    use super::super::{Registry, atomic_file};
     use super::*;
 
     /// What an earlier agent left: `endpoints.json` holding `registered` (damaged by
@@ -182,15 +181,15 @@ mod tests {
     }
 
     #[test]
-    fn migrating_syncs_the_directory_once_for_all_records() {
+    fn migrating_writes_each_record_once_and_removes_the_file() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         earlier_agent(dir, &["a", "b", "c"], &[], |b| b);
         let records = Records::new(dir);
-        let (fsyncs, migrated) = durable::counting::fsyncs(|| migrate(dir, &records, &[]));
+        let (touched, migrated) =
+            atomic_file::counting::files_touched(|| migrate(dir, &records, &[]));
         assert_eq!(migrated.unwrap(), Some(3));
-        // One per record file, one for the directory after they are written, one after
-        // the registry file is gone.
-        assert_eq!(fsyncs, 3 + 2);
+        // One per record, then the registry file removed.
+        assert_eq!(touched, 3 + 1);
     }
 }
