@@ -212,13 +212,28 @@ done
 sent=$(($(stat n1 fib_ok) + $(stat n1 redirect_neigh) - sent0))
 recv=$(($(stat n2 redirect_peer) - recv0))
 
+# egress_progs NODE: the pod egress program(s) of node NODE as nk-bench-bpf takes them: the
+# pinned links of netkit endpoints, or id:N of the cls_bpf filter on veth host ends (one
+# program serves every endpoint of a node, so one id).
+egress_progs() {
+    local n="$1" pin found=0 dev
+    for pin in "/sys/fs/bpf/$TAG-$n/endpoints/"*/egress; do
+        [ -e "$pin" ] && { echo "$pin"; found=1; }
+    done
+    [ "$found" = 1 ] && return
+    for dev in $(ip -n "$TAG-$n" -o link show | awk -F': ' '{print $2}' | cut -d@ -f1); do
+        tc -n "$TAG-$n" filter show dev "$dev" ingress 2>/dev/null |
+            sed -n 's/.* nk_pod_egress .* id \([0-9]*\) .*/id:\1/p'
+    done | sort -u
+}
+
 # The programs' own cost: run_cnt and run_time_ns over one more UDP ping-pong per path,
 # with kernel.bpf_stats_enabled=1 for just that long (it adds two clock reads per run).
 PROGS=() # "LABEL PIN"
 if [ -x "$BPFSTAT" ] && [ -w /proc/sys/kernel/bpf_stats_enabled ] && have sockperf; then
     for i in 1 2; do
-        for pin in "/sys/fs/bpf/$TAG-n$i/endpoints/"*/egress; do
-            [ -e "$pin" ] && PROGS+=("n$i:pod-egress $pin")
+        for prog in $(egress_progs "n$i"); do
+            PROGS+=("n$i:pod-egress $prog")
         done
         PROGS+=("n$i:uplink-ingress /sys/fs/bpf/$TAG-n$i/uplink/eth0")
     done
@@ -254,6 +269,7 @@ fi
 declare -A TR
 if [ -x "$BPFSTAT" ]; then
     eg_pin="$(ls -d "/sys/fs/bpf/$TAG-n1/endpoints/"*"$TAG-pod1"*/egress 2>/dev/null | head -n1)"
+    [ -n "$eg_pin" ] || eg_pin="$(egress_progs n1 | head -n1)"
     eg_if="$(ip -n "$TAG-pod1" -o link show eth0 | sed -n 's/.*@if\([0-9]*\).*/\1/p')"
     up_if="$(ip -n "$TAG-n2" -o link show eth0 | cut -d: -f1)"
     P1="$(pod_ip "$TAG-pod1")"

@@ -4,6 +4,11 @@
 use std::io::Write as _;
 use std::process::ExitCode;
 
+mod arena;
+
+#[global_allocator]
+static ALLOCATOR: arena::BumpArena = arena::BumpArena;
+
 fn main() -> ExitCode {
     let outcome = netkit_cni::run(|name| std::env::var_os(name), &mut std::io::stdin().lock());
     if let Some(doc) = &outcome.stdout {
