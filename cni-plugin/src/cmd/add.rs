@@ -31,11 +31,13 @@ use netkit_api::{AddEndpoint, EndpointId, LinkMode};
 
 use super::Ctx;
 use crate::agent;
+use crate::connector::probe_cache::NetkitProbeCache;
 use crate::connector::{self, PairSpec, veth};
 use crate::error::Error;
 use crate::fault;
 use crate::ipam::{self, builtin};
 use crate::netlink::{Kernel, KernelError, Link, Ns, Route, format_mac, meaningful_mac};
+use crate::spec::config::Mode;
 use crate::spec::env::{EnvError, NETNS};
 use crate::spec::result::{Cidr, CniResult, Interface, IpEntry, RouteEntry};
 
@@ -110,14 +112,26 @@ fn wire(
         mtu,
         big_tcp: ctx.conf.big_tcp,
     };
-    let mode = match connector::create_pair(ctx.kernel, ctx.conf.mode, &spec) {
+    // `auto` on a kernel this boot already found without netkit goes straight to veth.
+    let probe = NetkitProbeCache::new(&ctx.conf.state_dir);
+    let asked = match ctx.conf.mode {
+        Mode::Auto if probe.known_absent() => {
+            tracing::debug!("this boot's kernel has no netkit (recorded): veth");
+            Mode::Veth
+        }
+        configured => configured,
+    };
+    let mode = match connector::create_pair(ctx.kernel, asked, &spec) {
         Err(connector::ConnectorError::Exists { ns: "host", .. })
             if settle_previous(ctx, id, Ns::Host, &host_name) =>
         {
-            connector::create_pair(ctx.kernel, ctx.conf.mode, &spec)?
+            connector::create_pair(ctx.kernel, asked, &spec)?
         }
         created => created?,
     };
+    if asked == Mode::Auto && mode == LinkMode::Veth {
+        probe.remember_absent();
+    }
     let host = existing(ctx.kernel, Ns::Host, &host_name)?;
     undo.push(Step::DeleteLink(host.index));
     let pod = existing(ctx.kernel, Ns::Pod, &ctx.inv.ifname)?;
@@ -436,7 +450,7 @@ mod tests {
     use crate::netlink::LinkKind;
     use crate::netlink::fake::UPLINK_MTU;
     use crate::spec::error::CniError;
-    use crate::testing::{POD, World, id};
+    use crate::testing::{POD, POD2, World, id};
 
     fn added_request(w: &World) -> AddEndpoint {
         w.agent
@@ -577,6 +591,24 @@ mod tests {
             host.netkit.unwrap().peer_policy,
             netlink_packet_route::link::NetkitPolicy::Drop
         );
+    }
+
+    #[test]
+    fn auto_asks_for_netkit_once_per_boot() {
+        let mut w = World::new();
+        let conf = w.conf(json!({}));
+        let link_adds = |w: &World| {
+            w.kernel
+                .log
+                .iter()
+                .filter(|op| op.starts_with("add_link "))
+                .count()
+        };
+        w.add("c1", POD, &conf).unwrap();
+        assert_eq!(link_adds(&w), 2, "netkit refused, then veth");
+        w.add("c2", POD2, &conf).unwrap();
+        assert_eq!(link_adds(&w), 3, "the refusal was asked for again");
+        assert_eq!(added_request(&w).mode, LinkMode::Veth);
     }
 
     #[test]

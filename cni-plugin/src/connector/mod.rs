@@ -3,6 +3,7 @@
 //! netkit, veth, or (`auto`) netkit probed by trying, with veth as the fallback.
 
 pub mod netkit;
+pub mod probe_cache;
 pub mod veth;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
