@@ -271,6 +271,12 @@ fn wire(
     // Host side.
     host_sysctls(ctx.kernel, &host_name, v4, v6)?;
     ctx.kernel.set_link_up(Ns::Host, host.index)?;
+    if mode == LinkMode::Veth {
+        // The host end has no link-local address to solicit from (see host_sysctls).
+        for neighbour in veth::pod_neighbours(host.index, pod.mac.as_deref(), &addresses) {
+            ctx.kernel.add_neighbour(Ns::Host, &neighbour)?;
+        }
+    }
     for addr in &addresses {
         let cidr = Cidr::host(*addr);
         let route = Route {
@@ -375,6 +381,18 @@ fn host_sysctls(
     if v6 {
         ensure("net/ipv6/conf/all/forwarding", "1")?;
         ensure(&format!("net/ipv6/conf/{host}/accept_dad"), "0")?;
+    }
+    // No IPv6 link-local address on the host end (`addr_gen_mode` none), set before it
+    // comes up: nothing needs one (a veth host end's IPv6 neighbours are written
+    // permanent, netkit's L3 devices have none), and making one costs each pod start a
+    // prefix route beside every other host end's fe80::/64, which the kernel's IPv6 FIB
+    // walks, plus router solicitations in the background. Absent when IPv6 is off.
+    let addr_gen = format!("net/ipv6/conf/{host}/addr_gen_mode");
+    match kernel.sysctl(&addr_gen) {
+        Ok(mode) if mode == "1" => {}
+        Ok(_) => kernel.set_sysctl(&addr_gen, "1")?,
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e),
     }
     Ok(())
 }
@@ -500,6 +518,7 @@ mod tests {
         assert_eq!(host.alias.as_deref(), Some("netkit-cni:pods:c1:eth0"));
         let pod = k.pod(POD);
         let eth0 = pod.by_name("eth0").unwrap();
+        let eth0_mac = eth0.mac.clone();
         assert!(eth0.up && pod.by_name("lo").unwrap().up);
         assert_eq!(eth0.peer_index, Some(host.index));
         let addrs: Vec<String> = pod
@@ -548,6 +567,22 @@ mod tests {
             k.sysctls[&format!("net/ipv6/conf/{host_name}/accept_dad")],
             "0"
         );
+        // No link-local on the host end, so the pod's IPv6 address has a permanent
+        // host-side entry (and IPv4 none: ARP needs no address of the host end's own).
+        assert_eq!(
+            k.sysctls[&format!("net/ipv6/conf/{host_name}/addr_gen_mode")],
+            "1"
+        );
+        let host_neighbours: Vec<_> = k
+            .host
+            .neighbours
+            .iter()
+            .filter(|n| n.ifindex == host.index)
+            .collect();
+        assert_eq!(host_neighbours.len(), 1, "{host_neighbours:?}");
+        assert_eq!(host_neighbours[0].ip.to_string(), "fd00:22::2");
+        assert!(host_neighbours[0].permanent);
+        assert_eq!(Some(&host_neighbours[0].mac), eth0_mac.as_ref());
 
         let req = added_request(&w);
         assert!(req.ips.is_empty(), "built-in IPAM sends no addresses");

@@ -33,6 +33,29 @@ pub fn gateway_neighbours(pod_index: u32, host_mac: &[u8], addresses: &[IpAddr])
         .collect()
 }
 
+/// Permanent host-side entries for the pod's IPv6 addresses: the host end has no
+/// link-local address, without which the kernel sends no neighbour solicitation. IPv4
+/// needs none (ARP takes its source address from any device of the namespace).
+pub fn pod_neighbours(
+    host_index: u32,
+    pod_mac: Option<&[u8]>,
+    addresses: &[IpAddr],
+) -> Vec<Neighbour> {
+    let Some(mac) = pod_mac else {
+        return Vec::new();
+    };
+    addresses
+        .iter()
+        .filter(|a| a.is_ipv6())
+        .map(|ip| Neighbour {
+            ifindex: host_index,
+            ip: *ip,
+            mac: mac.to_vec(),
+            permanent: true,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo};
