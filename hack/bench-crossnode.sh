@@ -45,6 +45,7 @@ if [ -z "${NETKIT_VM_GUEST:-}" ]; then
     if [ "${1:-}" = "--vm" ]; then
         # The same measurement inside the netkit VM: pods on netkit there.
         vmargs=(--bin "$BIN/netkit-cni" --bin "$BIN/netkit-agent" --bin "$REPO/hack/bench-crossnode.sh"
+            --bin "$REPO/hack/bench/stats.sh"
             --bin "$(command -v iperf3)" --bin "$(command -v nsenter)" --bin "$(command -v taskset)")
         for t in sockperf; do
             command -v "$t" >/dev/null && vmargs+=(--bin "$(command -v "$t")")
@@ -63,6 +64,8 @@ else
     BPFSTAT="$BIN/nk-bench-bpf"
 fi
 REF="${NETKIT_REF_CNI:-/usr/lib/cni}"
+# shellcheck source=hack/bench/stats.sh
+. "$([ -n "${NETKIT_VM_GUEST:-}" ] && echo "$BIN" || echo "$REPO/hack/bench")/stats.sh"
 SECS="${NETKIT_BENCH_SECS:-5}"
 ROUNDS="${NETKIT_BENCH_ROUNDS:-1}"
 # Round trips are timed with client and server on one CPU: what is measured is then the
@@ -188,7 +191,6 @@ rr() {
         END {if (p50 == "") print "- -"; else printf "%.1f %.1f\n", p50, p99}' "$out"
 }
 # median of the arguments ("-" when there are none)
-median() { printf '%s\n' "$@" | grep -v '^-$' | sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 ratio() { if [ "${1:--}" = - ] || [ "${2:--}" = - ]; then echo -; else echo "$1 $2" | awk '{printf "%.2f", $1 / $2}'; fi; }
 
 declare -A V # V[path.metric] = space-separated values, one per round

@@ -116,6 +116,7 @@ if [ -z "${NETKIT_VM_GUEST:-}" ]; then
         # The reference plugins and every tool the script uses go in with it; optional ones
         # only where this machine has them (the guest skips what is missing).
         vmargs=(--bin "$BIN/netkit-cni" --bin "$BIN/netkit-agent" --bin "$REPO/hack/bench.sh"
+            --bin "$REPO/hack/bench/stats.sh"
             --bin /usr/lib/cni/ptp --bin /usr/lib/cni/host-local --bin "$(command -v nsenter)"
             --bin "$(command -v taskset)")
         [ -x "$BPFTOOL_BIN" ] && vmargs+=(--bin "$BPFTOOL_BIN")
@@ -143,6 +144,8 @@ else
 fi
 
 REF="${NETKIT_REF_CNI:-/usr/lib/cni}"
+# shellcheck source=hack/bench/stats.sh
+. "$([ -n "${NETKIT_VM_GUEST:-}" ] && echo "$BIN" || echo "$REPO/hack/bench")/stats.sh"
 if [ -n "${NETKIT_VM_GUEST:-}" ]; then
     PODS="${PODS:-20}" BURST="${NETKIT_BENCH_BURST:-50}" GROW="${NETKIT_BENCH_GROW:-200}"
     ENDPOINTS="${NETKIT_BENCH_ENDPOINTS:-300}" SAMPLE="${NETKIT_BENCH_SAMPLE:-10}"
@@ -638,8 +641,8 @@ if want pods; then
         row4 "ratio p99 / p50, ${!l}" "$(ratio "${A99[$n]}" "${A50[$n]}")" "" "$(ratio "${D99[$n]}" "${D50[$n]}")" ""
     done
     echo "    (*) elapsed_us of the agent's \"endpoint programmed\" log line for those ADDs: request parsed ->"
-    echo "        endpoint attached, mapped and registered; (**) its program_us: the attach, with its RCU grace"
-    echo "        period, and the map updates (the record's fsyncs run beside them)"
+    echo "        endpoint recorded, attached, mapped and registered; (**) its program_us: the attach (on netkit"
+    echo "        with its RCU grace period) and the map updates"
     if [ -s "$RUN/floor.attach" ]; then
         F50=$(pct 50 "$RUN/floor.attach")
         B50=$(pct 50 "$RUN/floor.b2b.attach")
@@ -797,10 +800,6 @@ if want datapath; then
     SKIPS=()
     collect() { # KEY VALUE
         V[$1]="${V[$1]:-} $2"
-    }
-    median() { # VALUES... -> the middle one (the lower of two), "-" when there is none
-        printf '%s\n' "$@" | grep -v '^-$' | sort -g |
-            awk '{a[NR] = $1} END {if (NR) print a[int((NR + 1) / 2)]; else print "-"}'
     }
     have_httpd() { busybox httpd --help >/dev/null 2>&1 || busybox --list 2>/dev/null | grep -qx httpd; }
     have iperf3 || SKIPS+=("TCP throughput and CPU per GB: skipped, iperf3 is not installed (apt-get install iperf3)")

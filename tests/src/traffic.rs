@@ -54,6 +54,9 @@ pub fn tcp_bulk(
             match conn.read(&mut buf) {
                 Ok(0) => return Some(received),
                 Ok(n) => received += n,
+                // A signal ends a read on a socket with a timeout with EINTR even under
+                // SA_RESTART (signal(7)): not a broken connection.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => return None,
             }
         }
