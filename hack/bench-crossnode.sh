@@ -270,7 +270,7 @@ fi
 # one program that path meets: it hands the packet to the stack).
 declare -A TR
 if [ -x "$BPFSTAT" ]; then
-    eg_pin="$(ls -d "/sys/fs/bpf/$TAG-n1/endpoints/"*"$TAG-pod1"*/egress 2>/dev/null | head -n1)"
+    eg_pin="$(ls -d "/sys/fs/bpf/$TAG-n1/endpoints/"*"$TAG-pod1"*/egress 2>/dev/null | head -n1 || true)"
     [ -n "$eg_pin" ] || eg_pin="$(egress_progs n1 | head -n1)"
     eg_if="$(ip -n "$TAG-pod1" -o link show eth0 | sed -n 's/.*@if\([0-9]*\).*/\1/p')"
     up_if="$(ip -n "$TAG-n2" -o link show eth0 | cut -d: -f1)"
