@@ -406,7 +406,7 @@ null_call() {
 # The floor: one bare BPF_LINK_CREATE (and the release of that live link), timed by
 # hack/bench/bpf.c around the syscall. veth: tcx_ingress on fresh veth devices; netkit: the
 # netkit_primary hook (still empty) of the devices netkit-cni just created. On veth also the
-# attach netkit-cni itself makes there (clsact + a cls_bpf filter, spaced), bare. Twice: spaced
+# attach netkit-cni itself makes there (an ingress qdisc + a cls_bpf filter, spaced), bare. Twice: spaced
 # (each attach at an arbitrary moment, as one pod's ADD meets it: the floor of an ADD) and
 # back to back (as a burst's attaches queue on the rtnl lock: the floor of a burst); a
 # grace period's length depends on which (bpf.c says how).
@@ -575,7 +575,7 @@ else
 fi
 case "$MODE" in
 netkit) mode_line="netkit (egress program on the netkit peer hook)" ;;
-veth) mode_line="veth fallback (this kernel has no netkit): pod egress a cls_bpf filter on clsact, the uplink on tcx" ;;
+veth) mode_line="veth fallback (this kernel has no netkit): pod egress a cls_bpf filter on an ingress qdisc, the uplink on tcx" ;;
 *) mode_line="unknown" ;;
 esac
 echo "netkit-cni benchmarks (hack/bench.sh, issue 9): $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -669,7 +669,7 @@ if want pods; then
         if [ -s "$RUN/floor.filter" ]; then
             T50=$(pct 50 "$RUN/floor.filter")
             row4 "netkit-cni's own attach on veth, bare" "$(ms "$T50")" "$(ms "$(pct 99 "$RUN/floor.filter")")" "" ""
-            echo "    (clsact + a direct-action cls_bpf filter on a fresh veth, the two netlink requests the"
+            echo "    (an ingress qdisc + a direct-action cls_bpf filter on a fresh veth, the two netlink requests the"
             echo "     agent sends, timed by hack/bench/bpf.c; spaced as above. It waits for no normal grace"
             echo "     period, which is why ADD is below the BPF_LINK_CREATE floor on this kernel)"
             printf '  %-44s %9s   (ADD p50 - that attach - null call: %s ms)\n' \

@@ -9,10 +9,10 @@
 //       16 ms here, at an arbitrary moment 8 ms. --spaced pauses a random 10-30 ms after
 //       each release, so every attach starts at an arbitrary moment, as one pod's does.
 //   nk-bench-bpf filter [--spaced] IFINDEX...
-//       The attach netkit-cni makes on a veth host end, bare: for each IFINDEX, a clsact
+//       The attach netkit-cni makes on a veth host end, bare: for each IFINDEX, an ingress
 //       qdisc and a direct-action cls_bpf filter running the same two-instruction program
 //       (two netlink requests, as the agent sends them). Prints "ATTACH_US" per line. No
-//       normal grace period: the filter swaps clsact's mini-Qdisc, which waits at most for
+//       normal grace period: the filter swaps the qdisc's mini-Qdisc, which waits at most for
 //       an expedited one. --spaced as for attach.
 //   nk-bench-bpf info PROG_ID...
 //       Prints "ID NAME VERIFIED_INSNS XLATED_BYTES JITED_BYTES" per program
@@ -129,7 +129,7 @@ static int filter(int argc, char **argv, int spaced) {
         qdisc.t.tcm_ifindex = ifindex;
         qdisc.t.tcm_parent = TC_H_CLSACT;
         qdisc.t.tcm_handle = TC_H_MAKE(TC_H_CLSACT, 0);
-        add_attr(&qdisc.n, TCA_KIND, "clsact", 7);
+        add_attr(&qdisc.n, TCA_KIND, "ingress", 8);
 
         memset(&flt, 0, sizeof flt);
         flt.n.nlmsg_len = NLMSG_LENGTH(sizeof(struct tcmsg));
@@ -154,7 +154,7 @@ static int filter(int argc, char **argv, int spaced) {
             err = nl_call(sock, &flt.n);
         double t1 = now_us();
         if (err) {
-            fprintf(stderr, "nk-bench-bpf: clsact + cls_bpf on ifindex %s: %s\n", argv[i], strerror(err));
+            fprintf(stderr, "nk-bench-bpf: ingress qdisc + cls_bpf on ifindex %s: %s\n", argv[i], strerror(err));
             return 1;
         }
         printf("%.0f\n", t1 - t0);

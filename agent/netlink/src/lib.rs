@@ -6,7 +6,7 @@
 //!   build and decode its messages: [`link`] (with netkit/veth [`link::Pair`]s),
 //!   [`address`], [`route`] (table and protocol: [`route::RouteOwner`]; one
 //!   destination's route, without a dump: [`route::get`]), [`neighbour`]
-//!   (static and managed entries), [`sysctl`], [`tc`] (`clsact` and `cls_bpf` filters).
+//!   (static and managed entries), [`sysctl`], [`tc`] (the `ingress` qdisc and `cls_bpf` filters).
 //! - [`netns`]: network namespaces opened and entered without moving a shared thread;
 //!   only sockets are made in another namespace, never a tokio runtime.
 //! - [`error`]: [`KernelError`], naming the failed operation and its errno.

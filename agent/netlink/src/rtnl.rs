@@ -81,7 +81,7 @@ impl RtKernel {
     }
 
     /// Attach program `prog_fd` as the `cls_bpf` filter in `slot` of link `ifindex`
-    /// (adding `clsact` first when the link has none), or swap the program of the
+    /// (adding an `ingress` qdisc first when the link has none), or swap the program of the
     /// filter already there; see [`crate::tc`] for why this and not a tcx link.
     pub fn attach_bpf_filter(
         &mut self,
@@ -92,7 +92,7 @@ impl RtKernel {
         name: &str,
     ) -> KernelResult<()> {
         self.run(ns, |h| async move {
-            tc::ensure_clsact(&h, ifindex).await?;
+            tc::ensure_ingress_qdisc(&h, ifindex).await?;
             tc::replace_bpf_filter(&h, ifindex, slot, prog_fd, name).await
         })
     }

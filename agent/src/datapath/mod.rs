@@ -145,7 +145,7 @@ enum EgressHook {
     /// A BPF link on a `bpf_mprog` hook, pinned in the endpoint's directory: netkit's
     /// peer hook, whose default-drop policy holds until the program is there.
     Link(AttachType),
-    /// The `cls_bpf` filter at `clsact` ingress of the host-side veth. Not a tcx link:
+    /// The `cls_bpf` filter on the `ingress` qdisc of the host-side veth. Not a tcx link:
     /// that attach waits for a normal RCU grace period under the rtnl lock (7–16 ms,
     /// most of a pod start); the filter waits at most for an expedited one
     /// (see `netkit_netlink::tc`).
