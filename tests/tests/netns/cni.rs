@@ -118,6 +118,22 @@ fn add_check_del_with_built_in_ipam() {
         neigh.contains("169.254.1.1") && neigh.contains("PERMANENT"),
         "{neigh}"
     );
+    // The host end has no IPv6 link-local address (nothing to solicit from): the pod's
+    // IPv6 address has a permanent entry there instead, and the node reaches the pod.
+    assert_eq!(
+        node.ns
+            .ip(&format!("-6 -o addr show dev {host_name}"))
+            .trim(),
+        "",
+        "the host end has an IPv6 address"
+    );
+    let host_neigh = node.ns.ip(&format!("-6 neigh show dev {host_name}"));
+    assert!(
+        host_neigh.contains(&v6) && host_neigh.contains("PERMANENT"),
+        "{host_neigh}"
+    );
+    node.ns.ip("addr add fd00:ffff::1/128 dev lo");
+    assert!(node.ns.ping(&v6), "the node cannot reach the pod over IPv6");
     assert!(
         node.ns
             .ip("route show")
