@@ -21,9 +21,9 @@ use crate::registry::{Registry, Store};
 /// The agent's state and the datapath, shared by every request it serves at once.
 ///
 /// Locking: `state` (registry, allocations, attachments in flight) is held only for
-/// bookkeeping — never across the slow work: a link attach or the release of a live link
-/// (a netkit link's attach or release waits for an RCU grace period under the rtnl lock),
-/// a record written or unlinked. An attachment being added or deleted is marked in flight, so another request
+/// bookkeeping — never across the slow work: an attach or the release of a live link (a
+/// netkit link's waits for an RCU grace period under the rtnl lock), a record written or
+/// unlinked. An attachment being added or deleted is marked in flight, so another request
 /// for the same attachment waits for it, while requests for other attachments proceed;
 /// addresses are reserved while their endpoint is in flight, so two concurrent ADDs
 /// never get the same one, and stay registered until their endpoint's datapath and
@@ -331,10 +331,9 @@ impl Agent {
         fault::point("before-attach");
         // The record first (one small file, no fsync: see `registry::atomic_file`), then
         // the datapath. Without the state lock: the claim keeps everyone else from this
-        // endpoint, and its addresses stay reserved until it is registered. A crash
-        // between the two leaves a record whose link reconciliation re-attaches (or
-        // removes, once the link is gone); one during the attach, pins without a
-        // record's registration, which reconciliation removes.
+        // endpoint, and its addresses stay reserved until it is registered. A crash after
+        // the record leaves one whose link reconciliation re-attaches (or removes, once
+        // the link is gone).
         let recorded = self.store.record(endpoint.clone()).map_err(internal)?;
         let program_started = std::time::Instant::now();
         let programmed = self.program(&endpoint, &addresses);

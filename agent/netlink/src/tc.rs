@@ -176,18 +176,11 @@ pub fn decode_bpf_filter(message: &TcMessage) -> Option<BpfFilter> {
 /// Give link `ifindex` an `ingress` qdisc; one already there (or a `clsact`, which has
 /// the same handle and hook) is success.
 pub async fn ensure_ingress_qdisc(handle: &Handle, ifindex: u32) -> KernelResult<()> {
+    let message = RouteNetlinkMessage::NewQueueDiscipline(ingress_qdisc_message(ifindex)?);
     let op = || format!("add an ingress qdisc to link #{ifindex}");
-    let message = ingress_qdisc_message(ifindex)?;
-    let flags = NLM_F_CREATE | NLM_F_EXCL;
-    match request(
-        handle,
-        RouteNetlinkMessage::NewQueueDiscipline(message),
-        flags,
-    )
-    .await
-    {
+    match request(handle, message, NLM_F_CREATE | NLM_F_EXCL, op).await {
         Err(e) if e.is(libc::EEXIST) => Ok(()),
-        other => other.map_err(|e| KernelError::from_netlink(op(), e)),
+        other => other,
     }
 }
 
@@ -207,14 +200,9 @@ pub async fn replace_bpf_filter(
             slot.hook.name()
         )
     };
-    let message = bpf_filter_message(ifindex, slot, prog_fd, name)?;
-    request(
-        handle,
-        RouteNetlinkMessage::NewTrafficFilter(message),
-        NLM_F_CREATE | NLM_F_REPLACE,
-    )
-    .await
-    .map_err(|e| KernelError::from_netlink(op(), e))
+    let message =
+        RouteNetlinkMessage::NewTrafficFilter(bpf_filter_message(ifindex, slot, prog_fd, name)?);
+    request(handle, message, NLM_F_CREATE | NLM_F_REPLACE, op).await
 }
 
 /// The `cls_bpf` filters at `hook` of link `ifindex`. A link without the qdisc has none.
@@ -253,32 +241,29 @@ pub async fn bpf_filters(
     Ok(filters)
 }
 
-/// Send `message` with `flags`, acknowledged, and fail on the kernel's error.
+/// Send `message` with `flags`, acknowledged; the kernel's refusal is an error naming
+/// `op`, with its errno.
 async fn request(
     handle: &Handle,
     message: RouteNetlinkMessage,
     flags: u16,
-) -> Result<(), rtnetlink::Error> {
+    op: impl Fn() -> String,
+) -> KernelResult<()> {
     let mut req = NetlinkMessage::from(message);
     req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
     let mut handle = handle.clone();
-    let mut responses = handle.request(req)?;
+    let mut responses = handle
+        .request(req)
+        .map_err(|e| KernelError::from_netlink(op(), e))?;
     while let Some(message) = responses.next().await {
         if let NetlinkPayload::Error(e) = message.payload {
-            return Err(rtnetlink::Error::NetlinkError(e));
+            return Err(KernelError::from_netlink(
+                op(),
+                rtnetlink::Error::NetlinkError(e),
+            ));
         }
     }
     Ok(())
-}
-
-trait ErrnoOf {
-    fn is(&self, errno: i32) -> bool;
-}
-
-impl ErrnoOf for rtnetlink::Error {
-    fn is(&self, errno: i32) -> bool {
-        matches!(self, rtnetlink::Error::NetlinkError(m) if m.raw_code().abs() == errno)
-    }
 }
 
 #[cfg(test)]

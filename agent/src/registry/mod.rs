@@ -43,8 +43,6 @@ pub enum RegistryError {
     Encode(#[from] serde_json::Error),
     #[error(transparent)]
     File(#[from] atomic_file::FileError),
-    #[error("{0} panicked")]
-    Panicked(&'static str),
 }
 
 type Result<T> = std::result::Result<T, RegistryError>;

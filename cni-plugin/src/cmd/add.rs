@@ -387,14 +387,10 @@ fn host_sysctls(
     // permanent, netkit's L3 devices have none), and making one costs each pod start a
     // prefix route beside every other host end's fe80::/64, which the kernel's IPv6 FIB
     // walks, plus router solicitations in the background. Absent when IPv6 is off.
-    let addr_gen = format!("net/ipv6/conf/{host}/addr_gen_mode");
-    match kernel.sysctl(&addr_gen) {
-        Ok(mode) if mode == "1" => {}
-        Ok(_) => kernel.set_sysctl(&addr_gen, "1")?,
-        Err(e) if e.is_not_found() => {}
-        Err(e) => return Err(e),
+    match ensure(&format!("net/ipv6/conf/{host}/addr_gen_mode"), "1") {
+        Err(e) if e.is_not_found() => Ok(()),
+        other => other,
     }
-    Ok(())
 }
 
 /// What to undo if a later step fails.
