@@ -803,6 +803,33 @@ if want datapath; then
     PEER_C[nk]="$TAG-nk-t1" PEER_S[nk]="$TAG-nk-t2" PEER_A[nk]="$(pod_addr "$TAG-nk-t2")"
     PEER_C[ptp]="$TAG-ptp-t1" PEER_S[ptp]="$TAG-ptp-t2" PEER_A[ptp]="$(pod_addr "$TAG-ptp-t2")"
     PEER_C[lo]="$TAG-lo" PEER_S[lo]="$TAG-lo" PEER_A[lo]=127.0.0.1
+    DPATHS="nk ptp lo"
+    # The floor of a BPF datapath on veth: two more ptp pods whose host ends each run the
+    # bare program of hack/bench/bpf.c (IPv4 straight to the other pod with
+    # bpf_redirect_peer, nothing looked up) on the same hook as netkit-cni's filter. What
+    # any veth BPF datapath pays at least: the pod's veth and its backlog queue, one
+    # program run, one redirect. Not in the VM, where pods are on netkit.
+    BARE_WHY=""
+    [ -n "$MODE" ] || MODE="$(ip -d -n "$TAG-nk-t1" -o link show dev eth0 | grep -o -w -E 'netkit|veth' | head -n1)"
+    if [ "$MODE" = netkit ]; then
+        BARE_WHY="pods are on netkit here; the bare floor is a veth one"
+    elif [ ! -x "$BPFTOOL_BIN" ]; then
+        BARE_WHY="hack/bench/bpf.c was not built (no cc)"
+    else
+        for i in 1 2; do
+            ip netns add "$TAG-bare-t$i"
+            time_cni ADD "$PTP" "$RUN/ptp.conf" "$TAG-bare-t$i" >/dev/null
+        done
+        # The host end's ifindex is the pod end's link (eth0@ifN).
+        host_end() { ip -n "$1" -o link show dev eth0 | sed -n 's/.*eth0@if\([0-9]*\).*/\1/p'; }
+        b1="$(host_end "$TAG-bare-t1")" b2="$(host_end "$TAG-bare-t2")"
+        if nsenter --net="/run/netns/$NODE" "$BPFTOOL_BIN" bare "$b1:$b2" "$b2:$b1"; then
+            PEER_C[bare]="$TAG-bare-t1" PEER_S[bare]="$TAG-bare-t2" PEER_A[bare]="$(pod_addr "$TAG-bare-t2")"
+            DPATHS="nk ptp lo bare"
+        else
+            BARE_WHY="attaching the bare program failed (see above)"
+        fi
+    fi
     # Each round's figures are collected in V (space-separated), R gets their medians.
     declare -A R V
     SKIPS=()
@@ -818,7 +845,7 @@ if want datapath; then
         SKIPS+=("HTTP connections/s: skipped, busybox with httpd is not installed (apt-get install busybox-static)")
     fi
     for ((round = 1; round <= ROUNDS; round++)); do
-        for p in nk ptp lo; do
+        for p in $DPATHS; do
             if have iperf3; then
                 say "round $round/$ROUNDS, iperf3 ($p): 1 and 4 streams, ${SECS}s each"
                 read -r bw cpu < <(iperf_run "${PEER_C[$p]}" "${PEER_S[$p]}" "${PEER_A[$p]}" 1)
@@ -848,16 +875,25 @@ if want datapath; then
     for i in 1 2; do
         cni DEL "$NK" "$RUN/nk.conf" "$TAG-nk-t$i" || true
         cni DEL "$PTP" "$RUN/ptp.conf" "$TAG-ptp-t$i" || true
+        [ -n "${PEER_C[bare]:-}" ] && { cni DEL "$PTP" "$RUN/ptp.conf" "$TAG-bare-t$i" || true; }
     done
 
-    row5() { printf '  %-40s %10s %10s %10s %17s %22s\n' "$@"; }
+    row5() { printf '  %-40s %10s %10s %10s %10s %8s %8s %8s %8s %8s\n' "$@"; }
     echo "2. Datapath, same node (${SECS}s per test, median of $ROUNDS round(s); IPv4 pod -> pod; loopback = two processes over 127.0.0.1 in one namespace)"
-    row5 "" "netkit-cni" "ptp" "loopback" "netkit-cni / ptp" "netkit-cni / loopback"
+    row5 "" "netkit-cni" "ptp" "loopback" "bare BPF" "nk/ptp" "nk/lo" "nk/bare" "bare/ptp" "bare/lo"
     echo "  (throughput and connections/s: higher is better; round trips and CPU per GB: lower is better;"
-    echo "   sockperf's client and server pinned to CPU $CPU: a round trip is the path's own work)"
+    echo "   sockperf's client and server pinned to CPU $CPU: a round trip is the path's own work;"
+    if [ -n "${PEER_C[bare]:-}" ]; then
+        echo "   bare BPF = the floor of any BPF datapath on veth: ptp's pods with, on each host end's ingress, an"
+        echo "   8-instruction program sending IPv4 to the other pod by bpf_redirect_peer, nothing looked up)"
+    else
+        echo "   bare BPF: not measured, $BARE_WHY)"
+    fi
     drow() { # LABEL KEY
-        row5 "$1" "${R[nk.$2]:--}" "${R[ptp.$2]:--}" "${R[lo.$2]:--}" \
-            "$(ratio "${R[nk.$2]:-}" "${R[ptp.$2]:-}")" "$(ratio "${R[nk.$2]:-}" "${R[lo.$2]:-}")"
+        row5 "$1" "${R[nk.$2]:--}" "${R[ptp.$2]:--}" "${R[lo.$2]:--}" "${R[bare.$2]:--}" \
+            "$(ratio "${R[nk.$2]:-}" "${R[ptp.$2]:-}")" "$(ratio "${R[nk.$2]:-}" "${R[lo.$2]:-}")" \
+            "$(ratio "${R[nk.$2]:-}" "${R[bare.$2]:-}")" "$(ratio "${R[bare.$2]:-}" "${R[ptp.$2]:-}")" \
+            "$(ratio "${R[bare.$2]:-}" "${R[lo.$2]:-}")"
     }
     if have iperf3; then
         drow "TCP, 1 stream (Gbit/s, iperf3)" bw1
@@ -874,7 +910,7 @@ if want datapath; then
     if [ -n "${R[nk.http]:-}" ]; then
         drow "HTTP connections/s (wrk -c 8, close)" http
         echo "    (wrk: 1 thread, 8 connections, a new TCP connection per request, 612-byte file from busybox httpd;"
-        echo "     errors: netkit-cni ${R[nk.httperr]:--}, ptp ${R[ptp.httperr]:--}, loopback ${R[lo.httperr]:--})"
+        echo "     errors: netkit-cni ${R[nk.httperr]:--}, ptp ${R[ptp.httperr]:--}, loopback ${R[lo.httperr]:--}, bare ${R[bare.httperr]:--})"
     fi
     if have iperf3; then
         echo "    (CPU per GB: busy time of all CPUs from /proc/stat over the iperf3 run, whole machine, / GB received)"

@@ -14,6 +14,11 @@
 //       (two netlink requests, as the agent sends them). Prints "ATTACH_US" per line. No
 //       normal grace period: the filter swaps the qdisc's mini-Qdisc, which waits at most for
 //       an expedited one. --spaced as for attach.
+//   nk-bench-bpf bare FROM:TO...
+//       The floor of a BPF datapath on veth: on each host-side veth FROM, the same ingress
+//       qdisc and filter, running an eight-instruction program that sends every IPv4 packet
+//       to TO's peer (the pod behind host-side veth TO) with bpf_redirect_peer, looking
+//       nothing up; the rest (ARP) passes. One program run and one redirect per packet.
 //   nk-bench-bpf info PROG_ID...
 //       Prints "ID NAME VERIFIED_INSNS XLATED_BYTES JITED_BYTES" per program
 //       (bpf_prog_info; verified_insns is reported by kernels >= 5.16, 0 before).
@@ -35,6 +40,7 @@
 #include <linux/netlink.h>
 #include <linux/pkt_cls.h>
 #include <linux/rtnetlink.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,24 +69,50 @@ static double now_us(void) {
     return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
-// A two-instruction SCHED_CLS program: r0 = 0 (TCX_PASS / NETKIT_PASS / TC_ACT_OK); exit.
-static int load_pass_prog(uint32_t expected_attach_type) {
-    struct bpf_insn insns[2] = {
-        {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = 0},
-        {.code = BPF_JMP | BPF_EXIT},
-    };
+static int load_prog(const struct bpf_insn *insns, uint32_t cnt, uint32_t expected_attach_type, const char *name) {
     union bpf_attr load;
     memset(&load, 0, sizeof load);
     load.prog_type = BPF_PROG_TYPE_SCHED_CLS;
-    load.insn_cnt = 2;
+    load.insn_cnt = cnt;
     load.insns = (uint64_t)(uintptr_t)insns;
     load.license = (uint64_t)(uintptr_t) "GPL";
     load.expected_attach_type = expected_attach_type;
-    strcpy(load.prog_name, "nk_bench_floor");
+    strncpy(load.prog_name, name, sizeof load.prog_name - 1);
     int prog = (int)sys_bpf(BPF_PROG_LOAD, &load, sizeof load);
     if (prog < 0)
-        fprintf(stderr, "nk-bench-bpf: BPF_PROG_LOAD: %s\n", strerror(errno));
+        fprintf(stderr, "nk-bench-bpf: BPF_PROG_LOAD %s: %s\n", name, strerror(errno));
     return prog;
+}
+
+// A two-instruction SCHED_CLS program: r0 = 0 (TCX_PASS / NETKIT_PASS / TC_ACT_OK); exit.
+static int load_pass_prog(uint32_t expected_attach_type) {
+    static const struct bpf_insn insns[2] = {
+        {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = 0},
+        {.code = BPF_JMP | BPF_EXIT},
+    };
+    return load_prog(insns, 2, expected_attach_type, "nk_bench_floor");
+}
+
+// The least a BPF datapath on veth can do per packet: IPv4 goes to TARGET's peer with
+// bpf_redirect_peer (nothing parsed, nothing looked up, no MAC rewritten: the frame keeps
+// the sending pod's gateway MAC, which already made it PACKET_HOST); everything else
+// (ARP) passes to the stack.
+static int load_peer_redirect_prog(uint32_t target) {
+    const struct bpf_insn insns[8] = {
+        // r2 = skb->protocol (network byte order)
+        {.code = BPF_LDX | BPF_MEM | BPF_W, .dst_reg = 2, .src_reg = 1,
+         .off = offsetof(struct __sk_buff, protocol)},
+        // if r2 != htons(ETH_P_IP) goto pass
+        {.code = BPF_JMP | BPF_JNE | BPF_K, .dst_reg = 2, .off = 4, .imm = htons(ETH_P_IP)},
+        {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 1, .imm = (int32_t)target},
+        {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 2, .imm = 0},
+        {.code = BPF_JMP | BPF_CALL, .imm = BPF_FUNC_redirect_peer},
+        {.code = BPF_JMP | BPF_EXIT},
+        // pass: r0 = TC_ACT_OK
+        {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = 0},
+        {.code = BPF_JMP | BPF_EXIT},
+    };
+    return load_prog(insns, 8, 0, "nk_bench_bare");
 }
 
 static void add_attr(struct nlmsghdr *n, unsigned short type, const void *data, unsigned len) {
@@ -106,52 +138,61 @@ static int nl_call(int sock, struct nlmsghdr *n) {
     return -((struct nlmsgerr *)NLMSG_DATA(r))->error;
 }
 
+// An ingress qdisc and a direct-action cls_bpf filter running PROG on IFINDEX: the two
+// netlink requests netkit-cni's agent sends for a veth host end. 0 or the kernel's errno.
+static int attach_filter(int sock, int ifindex, int prog) {
+    struct {
+        struct nlmsghdr n;
+        struct tcmsg t;
+        char attrs[256];
+    } qdisc, flt;
+    memset(&qdisc, 0, sizeof qdisc);
+    qdisc.n.nlmsg_len = NLMSG_LENGTH(sizeof(struct tcmsg));
+    qdisc.n.nlmsg_type = RTM_NEWQDISC;
+    qdisc.n.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+    qdisc.t.tcm_ifindex = ifindex;
+    qdisc.t.tcm_parent = TC_H_CLSACT;
+    qdisc.t.tcm_handle = TC_H_MAKE(TC_H_CLSACT, 0);
+    add_attr(&qdisc.n, TCA_KIND, "ingress", 8);
+
+    memset(&flt, 0, sizeof flt);
+    flt.n.nlmsg_len = NLMSG_LENGTH(sizeof(struct tcmsg));
+    flt.n.nlmsg_type = RTM_NEWTFILTER;
+    flt.n.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
+    flt.t.tcm_ifindex = ifindex;
+    flt.t.tcm_parent = TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS);
+    flt.t.tcm_handle = 1;
+    flt.t.tcm_info = TC_H_MAKE(1u << 16, htons(ETH_P_ALL));
+    add_attr(&flt.n, TCA_KIND, "bpf", 4);
+    struct rtattr *opts = (struct rtattr *)((char *)&flt.n + NLMSG_ALIGN(flt.n.nlmsg_len));
+    add_attr(&flt.n, TCA_OPTIONS, NULL, 0);
+    uint32_t fd = (uint32_t)prog, flags = TCA_BPF_FLAG_ACT_DIRECT;
+    add_attr(&flt.n, TCA_BPF_FD, &fd, sizeof fd);
+    add_attr(&flt.n, TCA_BPF_NAME, "nk_bench_floor", 15);
+    add_attr(&flt.n, TCA_BPF_FLAGS, &flags, sizeof flags);
+    opts->rta_len = (unsigned short)((char *)&flt.n + flt.n.nlmsg_len - (char *)opts);
+
+    int err = nl_call(sock, &qdisc.n);
+    return err ? err : nl_call(sock, &flt.n);
+}
+
+static int route_socket(void) {
+    int sock = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+    if (sock < 0)
+        fprintf(stderr, "nk-bench-bpf: netlink socket: %s\n", strerror(errno));
+    return sock;
+}
+
 static int filter(int argc, char **argv, int spaced) {
     int prog = load_pass_prog(0);
     if (prog < 0)
         return 1;
-    int sock = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
-    if (sock < 0) {
-        fprintf(stderr, "nk-bench-bpf: netlink socket: %s\n", strerror(errno));
+    int sock = route_socket();
+    if (sock < 0)
         return 1;
-    }
     for (int i = 0; i < argc; i++) {
-        int ifindex = (int)strtol(argv[i], NULL, 10);
-        struct {
-            struct nlmsghdr n;
-            struct tcmsg t;
-            char attrs[256];
-        } qdisc, flt;
-        memset(&qdisc, 0, sizeof qdisc);
-        qdisc.n.nlmsg_len = NLMSG_LENGTH(sizeof(struct tcmsg));
-        qdisc.n.nlmsg_type = RTM_NEWQDISC;
-        qdisc.n.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
-        qdisc.t.tcm_ifindex = ifindex;
-        qdisc.t.tcm_parent = TC_H_CLSACT;
-        qdisc.t.tcm_handle = TC_H_MAKE(TC_H_CLSACT, 0);
-        add_attr(&qdisc.n, TCA_KIND, "ingress", 8);
-
-        memset(&flt, 0, sizeof flt);
-        flt.n.nlmsg_len = NLMSG_LENGTH(sizeof(struct tcmsg));
-        flt.n.nlmsg_type = RTM_NEWTFILTER;
-        flt.n.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
-        flt.t.tcm_ifindex = ifindex;
-        flt.t.tcm_parent = TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS);
-        flt.t.tcm_handle = 1;
-        flt.t.tcm_info = TC_H_MAKE(1u << 16, htons(ETH_P_ALL));
-        add_attr(&flt.n, TCA_KIND, "bpf", 4);
-        struct rtattr *opts = (struct rtattr *)((char *)&flt.n + NLMSG_ALIGN(flt.n.nlmsg_len));
-        add_attr(&flt.n, TCA_OPTIONS, NULL, 0);
-        uint32_t fd = (uint32_t)prog, flags = TCA_BPF_FLAG_ACT_DIRECT;
-        add_attr(&flt.n, TCA_BPF_FD, &fd, sizeof fd);
-        add_attr(&flt.n, TCA_BPF_NAME, "nk_bench_floor", 15);
-        add_attr(&flt.n, TCA_BPF_FLAGS, &flags, sizeof flags);
-        opts->rta_len = (unsigned short)((char *)&flt.n + flt.n.nlmsg_len - (char *)opts);
-
         double t0 = now_us();
-        int err = nl_call(sock, &qdisc.n);
-        if (!err)
-            err = nl_call(sock, &flt.n);
+        int err = attach_filter(sock, (int)strtol(argv[i], NULL, 10), prog);
         double t1 = now_us();
         if (err) {
             fprintf(stderr, "nk-bench-bpf: ingress qdisc + cls_bpf on ifindex %s: %s\n", argv[i], strerror(err));
@@ -163,6 +204,32 @@ static int filter(int argc, char **argv, int spaced) {
     }
     close(sock);
     close(prog);
+    return 0;
+}
+
+// For each FROM:TO, the bare redirect program on FROM's ingress (as netkit-cni's filter),
+// sending FROM's IPv4 to TO's peer. The filters hold the programs; nothing stays running.
+static int bare(int argc, char **argv) {
+    int sock = route_socket();
+    if (sock < 0)
+        return 1;
+    for (int i = 0; i < argc; i++) {
+        unsigned from, to;
+        if (sscanf(argv[i], "%u:%u", &from, &to) != 2) {
+            fprintf(stderr, "nk-bench-bpf: bare wants FROM:TO ifindex pairs, not %s\n", argv[i]);
+            return 2;
+        }
+        int prog = load_peer_redirect_prog(to);
+        if (prog < 0)
+            return 1;
+        int err = attach_filter(sock, (int)from, prog);
+        close(prog);
+        if (err) {
+            fprintf(stderr, "nk-bench-bpf: bare redirect on ifindex %u: %s\n", from, strerror(err));
+            return 1;
+        }
+    }
+    close(sock);
     return 0;
 }
 
@@ -369,6 +436,8 @@ int main(int argc, char **argv) {
         return filter(argc - 3, argv + 3, 1);
     if (argc >= 3 && !strcmp(argv[1], "filter"))
         return filter(argc - 2, argv + 2, 0);
+    if (argc >= 3 && !strcmp(argv[1], "bare"))
+        return bare(argc - 2, argv + 2);
     if (argc >= 3 && !strcmp(argv[1], "info"))
         return info(argc - 2, argv + 2);
     if (argc >= 3 && !strcmp(argv[1], "runstats"))
@@ -377,9 +446,10 @@ int main(int argc, char **argv) {
         return testrun(argv + 2);
     fprintf(stderr, "usage: %s attach tcx_ingress|netkit_primary|netkit_peer [--spaced] IFINDEX...\n"
                     "       %s filter [--spaced] IFINDEX...\n"
+                    "       %s bare FROM_IFINDEX:TO_IFINDEX...\n"
                     "       %s info PROG_ID...\n"
                     "       %s runstats LINK_PIN|id:PROG_ID...\n"
                     "       %s testrun LINK_PIN|id:PROG_ID IFINDEX SRC DST udp|tcp|icmp CALLS\n",
-            argv[0], argv[0], argv[0], argv[0], argv[0]);
+            argv[0], argv[0], argv[0], argv[0], argv[0], argv[0]);
     return 2;
 }
