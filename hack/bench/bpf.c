@@ -19,6 +19,11 @@
 //       qdisc and filter, running an eight-instruction program that sends every IPv4 packet
 //       to TO's peer (the pod behind host-side veth TO) with bpf_redirect_peer, looking
 //       nothing up; the rest (ARP) passes. One program run and one redirect per packet.
+//   nk-bench-bpf bare-link PIN:TO...
+//       The same floor on netkit: the program behind each pinned netkit peer link PIN (a
+//       netkit-cni pod's egress) replaced (BPF_LINK_UPDATE) by one that sends IPv4 to TO,
+//       another pod's primary, with bpf_redirect, as netkit-cni's program does after its
+//       lookups.
 //   nk-bench-bpf info PROG_ID...
 //       Prints "ID NAME VERIFIED_INSNS XLATED_BYTES JITED_BYTES" per program
 //       (bpf_prog_info; verified_insns is reported by kernels >= 5.16, 0 before).
@@ -93,11 +98,13 @@ static int load_pass_prog(uint32_t expected_attach_type) {
     return load_prog(insns, 2, expected_attach_type, "nk_bench_floor");
 }
 
-// The least a BPF datapath on veth can do per packet: IPv4 goes to TARGET's peer with
-// bpf_redirect_peer (nothing parsed, nothing looked up, no MAC rewritten: the frame keeps
-// the sending pod's gateway MAC, which already made it PACKET_HOST); everything else
-// (ARP) passes to the stack.
-static int load_peer_redirect_prog(uint32_t target) {
+// The least a BPF datapath can do per packet: IPv4 goes to TARGET by HELPER, nothing
+// parsed and nothing looked up; everything else (ARP) passes to the stack. On a veth host
+// end's ingress HELPER is bpf_redirect_peer into the pod behind host end TARGET (no MAC
+// rewritten: the frame keeps the sending pod's gateway MAC, which already made it
+// PACKET_HOST); on a netkit peer it is bpf_redirect to the other pod's primary, as
+// netkit-cni's own program does.
+static int load_redirect_prog(uint32_t target, int helper, uint32_t expected_attach_type) {
     const struct bpf_insn insns[8] = {
         // r2 = skb->protocol (network byte order)
         {.code = BPF_LDX | BPF_MEM | BPF_W, .dst_reg = 2, .src_reg = 1,
@@ -106,13 +113,13 @@ static int load_peer_redirect_prog(uint32_t target) {
         {.code = BPF_JMP | BPF_JNE | BPF_K, .dst_reg = 2, .off = 4, .imm = htons(ETH_P_IP)},
         {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 1, .imm = (int32_t)target},
         {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 2, .imm = 0},
-        {.code = BPF_JMP | BPF_CALL, .imm = BPF_FUNC_redirect_peer},
+        {.code = BPF_JMP | BPF_CALL, .imm = helper},
         {.code = BPF_JMP | BPF_EXIT},
-        // pass: r0 = TC_ACT_OK
+        // pass: r0 = TC_ACT_OK / NETKIT_PASS
         {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = 0},
         {.code = BPF_JMP | BPF_EXIT},
     };
-    return load_prog(insns, 8, 0, "nk_bench_bare");
+    return load_prog(insns, 8, expected_attach_type, "nk_bench_bare");
 }
 
 static void add_attr(struct nlmsghdr *n, unsigned short type, const void *data, unsigned len) {
@@ -219,7 +226,7 @@ static int bare(int argc, char **argv) {
             fprintf(stderr, "nk-bench-bpf: bare wants FROM:TO ifindex pairs, not %s\n", argv[i]);
             return 2;
         }
-        int prog = load_peer_redirect_prog(to);
+        int prog = load_redirect_prog(to, BPF_FUNC_redirect_peer, 0);
         if (prog < 0)
             return 1;
         int err = attach_filter(sock, (int)from, prog);
@@ -266,6 +273,43 @@ static int attach(int argc, char **argv, int spaced) {
         printf("%.0f %.0f\n", t1 - t0, t2 - t1);
         if (spaced)
             usleep(10000 + (useconds_t)(rand() % 20000));
+    }
+    return 0;
+}
+
+// For each PIN:TARGET, the program behind the pinned netkit peer link PIN (a netkit-cni
+// pod's egress) replaced by the bare one, sending its IPv4 to TARGET (another pod's
+// primary) with bpf_redirect.
+static int bare_link(int argc, char **argv) {
+    for (int i = 0; i < argc; i++) {
+        char *colon = strrchr(argv[i], ':');
+        if (!colon) {
+            fprintf(stderr, "nk-bench-bpf: bare-link wants PIN:TARGET_IFINDEX, not %s\n", argv[i]);
+            return 2;
+        }
+        *colon = '\0';
+        uint32_t target = (uint32_t)strtoul(colon + 1, NULL, 10);
+        union bpf_attr get;
+        memset(&get, 0, sizeof get);
+        get.pathname = (uint64_t)(uintptr_t)argv[i];
+        int link = (int)sys_bpf(BPF_OBJ_GET, &get, sizeof get);
+        if (link < 0) {
+            fprintf(stderr, "nk-bench-bpf: %s: %s\n", argv[i], strerror(errno));
+            return 1;
+        }
+        int prog = load_redirect_prog(target, BPF_FUNC_redirect, NK_NETKIT_PEER);
+        if (prog < 0)
+            return 1;
+        union bpf_attr update;
+        memset(&update, 0, sizeof update);
+        update.link_update.link_fd = (uint32_t)link;
+        update.link_update.new_prog_fd = (uint32_t)prog;
+        if (sys_bpf(BPF_LINK_UPDATE, &update, sizeof update) < 0) {
+            fprintf(stderr, "nk-bench-bpf: BPF_LINK_UPDATE %s: %s\n", argv[i], strerror(errno));
+            return 1;
+        }
+        close(prog);
+        close(link);
     }
     return 0;
 }
@@ -438,6 +482,8 @@ int main(int argc, char **argv) {
         return filter(argc - 2, argv + 2, 0);
     if (argc >= 3 && !strcmp(argv[1], "bare"))
         return bare(argc - 2, argv + 2);
+    if (argc >= 3 && !strcmp(argv[1], "bare-link"))
+        return bare_link(argc - 2, argv + 2);
     if (argc >= 3 && !strcmp(argv[1], "info"))
         return info(argc - 2, argv + 2);
     if (argc >= 3 && !strcmp(argv[1], "runstats"))
@@ -447,9 +493,10 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: %s attach tcx_ingress|netkit_primary|netkit_peer [--spaced] IFINDEX...\n"
                     "       %s filter [--spaced] IFINDEX...\n"
                     "       %s bare FROM_IFINDEX:TO_IFINDEX...\n"
+                    "       %s bare-link LINK_PIN:TO_IFINDEX...\n"
                     "       %s info PROG_ID...\n"
                     "       %s runstats LINK_PIN|id:PROG_ID...\n"
                     "       %s testrun LINK_PIN|id:PROG_ID IFINDEX SRC DST udp|tcp|icmp CALLS\n",
-            argv[0], argv[0], argv[0], argv[0], argv[0], argv[0]);
+            argv[0], argv[0], argv[0], argv[0], argv[0], argv[0], argv[0]);
     return 2;
 }
