@@ -13,7 +13,8 @@
 # phase turns kernel.bpf_stats_enabled on (restored on exit) around one more UDP
 # ping-pong per path and reads run_cnt / run_time_ns of the programs behind the agents'
 # pinned links, and BPF_PROG_TEST_RUN times each program alone on one packet
-# (hack/bench/bpf.c, built with cc).
+# (hack/bench/bpf.c, built with cc). Last, the floor: the pod path again with netkit-cni's
+# programs swapped for bare ones that look nothing up (hack/bench/bpf.c bare-out, bare-in).
 #
 #   hack/bench-crossnode.sh        on this kernel (veth here)
 #   hack/bench-crossnode.sh --vm   inside the netkit VM (TCG: read the ratios)
@@ -285,6 +286,47 @@ if [ -x "$BPFSTAT" ]; then
     done
 fi
 
+# The floor, last (it replaces the programs): the pod path with netkit-cni's programs
+# swapped for bare ones (hack/bench/bpf.c bare-out, bare-in). Sending side: fixed MACs and
+# a bpf_redirect to the uplink, on the hook netkit-cni's egress program runs on;
+# receiving side: the uplink's tcx program sends IPv4 for the pod into it by
+# bpf_redirect_peer and passes the rest. Nothing looked up, no conntrack asked, no TTL
+# lowered: what a BPF datapath on this device costs at least across the wire.
+FLOOR_WHY=""
+if [ ! -x "$BPFSTAT" ]; then
+    FLOOR_WHY="hack/bench/bpf.c not built (no C compiler)"
+elif ! have sockperf; then
+    FLOOR_WHY="sockperf is not installed"
+else
+    mac_of() { ip -n "$1" -o link show dev eth0 | sed -n 's|.*link/ether \([0-9a-f:]*\).*|\1|p'; }
+    for i in 1 2; do
+        n="$TAG-n$i" other="$TAG-n$((3 - i))"
+        up="$(ip -n "$n" -o link show dev eth0 | cut -d: -f1)"
+        host_if="$(ip -n "$TAG-pod$i" -o link show eth0 | sed -n 's/.*@if\([0-9]*\).*/\1/p')"
+        hook="$(ls -d "/sys/fs/bpf/$TAG-n$i/endpoints/"*"$TAG-pod$i"*/egress 2>/dev/null | head -n1 || true)"
+        [ -n "$hook" ] || hook="ifindex:$host_if"
+        if ! nsenter --net="/run/netns/$n" "$BPFSTAT" bare-out "$hook" "$up" "$(mac_of "$other")" "$(mac_of "$n")" ||
+            ! nsenter --net="/run/netns/$n" "$BPFSTAT" bare-in "/sys/fs/bpf/$TAG-n$i/uplink/eth0" \
+                "$(pod_ip "$TAG-pod$i")" "$host_if"; then
+            FLOOR_WHY="swapping in the bare programs failed (see above)"
+        fi
+    done
+    if [ -z "$FLOOR_WHY" ] && ! ip netns exec "${CL[pod]}" ping -c 3 -W 1 -q "${AD[pod]}" >/dev/null; then
+        FLOOR_WHY="the pods did not reach each other with the bare programs"
+    fi
+    if [ -z "$FLOOR_WHY" ]; then
+        for r in $(seq "$ROUNDS"); do
+            say "round $r/$ROUNDS, floor (bare programs): iperf3 ${SECS}s, sockperf TCP and UDP ${SECS}s each"
+            add "bare.bw" "$(iperf "${CL[pod]}" "${SV[pod]}" "${AD[pod]}")"
+            for proto in tcp udp; do
+                read -r a b < <(rr "${CL[pod]}" "${SV[pod]}" "${AD[pod]}" "$proto" "$SECS")
+                add "bare.${proto}50" "$a"
+                add "bare.${proto}99" "$b"
+            done
+        done
+    fi
+fi
+
 mode=$([ -n "${NETKIT_VM_GUEST:-}" ] && echo "netkit (VM)" || echo "veth fallback")
 printf 'cross-node, %s, netkit-cni pods on %s, %s s per test, %s round(s) (median)\n' "$(uname -r)" "$mode" "$SECS" "$ROUNDS"
 row() { printf '  %-30s %14s %14s %14s %12s %12s\n' "$@"; }
@@ -331,6 +373,18 @@ if [ "${#PROGS[@]}" -gt 0 ]; then
         printf '    pod %s - %s = %s us, node %s - %s = %s us: pod / node %s\n' \
             "${PS[pod.u50]}" "$pp" "$rest_pod" "${PS[node.u50]}" "$np" "$rest_node" "$(ratio "$rest_pod" "$rest_node")"
     fi
+fi
+if [ -z "$FLOOR_WHY" ]; then
+    echo "  the floor: the pod path with bare programs (fixed MACs + bpf_redirect out, bpf_redirect_peer in;"
+    echo "  nothing looked up), measured after the rows above (median of $ROUNDS round(s)):"
+    row "" "bare pod path" "node->node" "bare / node" "pod / bare"
+    for m in "bw:TCP throughput (Gbit/s)" "tcp50:TCP round trip p50 (us)" "udp50:UDP round trip p50 (us)"; do
+        key="${m%%:*}" label="${m#*:}"
+        bare=$(median ${V[bare.$key]}) node=$(median ${V[node.$key]}) pod=$(median ${V[pod.$key]})
+        row "$label" "$bare" "$node" "$(ratio "$bare" "$node")" "$(ratio "$pod" "$bare")"
+    done
+else
+    echo "  the floor (bare programs): not measured, $FLOOR_WHY"
 fi
 if [ -x "$BPFSTAT" ]; then
     echo "  BPF program alone (BPF_PROG_TEST_RUN, one packet, cache-hot; ns per run, UDP / TCP / ICMP echo):"

@@ -671,8 +671,10 @@ if want pods; then
         done
         N50=$(pct 50 "$RUN/null")
         row4 "a CNI call that does nothing (VERSION)" "$(ms "$N50")" "$(ms "$(pct 99 "$RUN/null")")" "" ""
+        row4 "  its p99 / p50" "$(ratio "$(pct 99 "$RUN/null")" "$N50")" "" "" ""
         echo "    (the cost of any call: exec, start and exit of the plugin's process; part of every"
-        echo "     ADD and DEL above, of ptp's too, and not of the bare attach)"
+        echo "     ADD and DEL above, of ptp's too, and not of the bare attach. Its p99 / p50 is this"
+        echo "     machine's own jitter for a sub-millisecond process, with no agent and no kernel work)"
         printf '  %-44s %9s   (ADD p50 - floor - null call: %s ms)\n' \
             "floor + null call, netkit-cni built-in ADD p50" "$(ms $((F50 + N50)))" \
             "$(ms $((${A50[nk]} - F50 - N50)))"

@@ -24,6 +24,14 @@
 //       netkit-cni pod's egress) replaced (BPF_LINK_UPDATE) by one that sends IPv4 to TO,
 //       another pod's primary, with bpf_redirect, as netkit-cni's program does after its
 //       lookups.
+//   nk-bench-bpf bare-out ifindex:N|PIN UPLINK DMAC SMAC
+//   nk-bench-bpf bare-in PIN POD_IP TO
+//       The floor of a cross-node BPF datapath, for hack/bench-crossnode.sh. bare-out: a
+//       pod's egress program (the filter on veth host end N, or behind netkit peer link PIN)
+//       replaced by one that gives IPv4 the fixed MACs DMAC (the next hop's) and SMAC and
+//       sends it to UPLINK with bpf_redirect. bare-in: the program behind an uplink's tcx
+//       link PIN replaced by one that sends IPv4 to POD_IP into the pod behind TO with
+//       bpf_redirect_peer and passes everything else. Nothing looked up, no TTL lowered.
 //   nk-bench-bpf info PROG_ID...
 //       Prints "ID NAME VERIFIED_INSNS XLATED_BYTES JITED_BYTES" per program
 //       (bpf_prog_info; verified_insns is reported by kernels >= 5.16, 0 before).
@@ -180,6 +188,9 @@ static int attach_filter(int sock, int ifindex, int prog) {
     opts->rta_len = (unsigned short)((char *)&flt.n + flt.n.nlmsg_len - (char *)opts);
 
     int err = nl_call(sock, &qdisc.n);
+    // An ingress qdisc already there (netkit-cni's own, whose filter this replaces).
+    if (err == EEXIST)
+        err = 0;
     return err ? err : nl_call(sock, &flt.n);
 }
 
@@ -312,6 +323,151 @@ static int bare_link(int argc, char **argv) {
         close(link);
     }
     return 0;
+}
+
+// The least a cross-node BPF datapath can do per packet, sending side: IPv4 gets fixed
+// MACs (the next hop's, the uplink's) in one bpf_skb_store_bytes and goes to the uplink by
+// bpf_redirect; nothing parsed, nothing looked up, no TTL touched. The rest passes.
+static int load_bare_out(uint32_t uplink, const unsigned char dmac[6], const unsigned char smac[6],
+                         uint32_t expected_attach_type) {
+    unsigned char macs[12];
+    memcpy(macs, dmac, 6);
+    memcpy(macs + 6, smac, 6);
+    int32_t words[3];
+    memcpy(words, macs, sizeof words);
+    const struct bpf_insn insns[18] = {
+        {.code = BPF_ALU64 | BPF_MOV | BPF_X, .dst_reg = 6, .src_reg = 1},
+        {.code = BPF_LDX | BPF_MEM | BPF_W, .dst_reg = 2, .src_reg = 1,
+         .off = offsetof(struct __sk_buff, protocol)},
+        // (to "pass", insn 17)
+        {.code = BPF_JMP | BPF_JNE | BPF_K, .dst_reg = 2, .off = 14, .imm = htons(ETH_P_IP)},
+        {.code = BPF_ST | BPF_MEM | BPF_W, .dst_reg = 10, .off = -16, .imm = words[0]},
+        {.code = BPF_ST | BPF_MEM | BPF_W, .dst_reg = 10, .off = -12, .imm = words[1]},
+        {.code = BPF_ST | BPF_MEM | BPF_W, .dst_reg = 10, .off = -8, .imm = words[2]},
+        // bpf_skb_store_bytes(skb, 0, fp - 16, 12, 0)
+        {.code = BPF_ALU64 | BPF_MOV | BPF_X, .dst_reg = 1, .src_reg = 6},
+        {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 2, .imm = 0},
+        {.code = BPF_ALU64 | BPF_MOV | BPF_X, .dst_reg = 3, .src_reg = 10},
+        {.code = BPF_ALU64 | BPF_ADD | BPF_K, .dst_reg = 3, .imm = -16},
+        {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 4, .imm = 12},
+        {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 5, .imm = 0},
+        {.code = BPF_JMP | BPF_CALL, .imm = BPF_FUNC_skb_store_bytes},
+        // bpf_redirect(uplink, 0)
+        {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 1, .imm = (int32_t)uplink},
+        {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 2, .imm = 0},
+        {.code = BPF_JMP | BPF_CALL, .imm = BPF_FUNC_redirect},
+        {.code = BPF_JMP | BPF_EXIT},
+        // pass: r0 = 0
+        {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = 0},
+    };
+    struct bpf_insn all[19];
+    memcpy(all, insns, sizeof insns);
+    all[18] = (struct bpf_insn){.code = BPF_JMP | BPF_EXIT};
+    return load_prog(all, 19, expected_attach_type, "nk_bench_bare");
+}
+
+// Receiving side: IPv4 to POD_IP goes into the pod behind TARGET by bpf_redirect_peer;
+// everything else passes to the stack (TCX_PASS), as before.
+static int load_bare_in(uint32_t pod_ip, uint32_t target, uint32_t expected_attach_type) {
+    int32_t ip;
+    memcpy(&ip, &pod_ip, sizeof ip); // network order, as the packet holds it
+    const struct bpf_insn insns[13] = {
+        {.code = BPF_LDX | BPF_MEM | BPF_W, .dst_reg = 2, .src_reg = 1,
+         .off = offsetof(struct __sk_buff, protocol)},
+        // (the jumps go to "pass", insn 13)
+        {.code = BPF_JMP | BPF_JNE | BPF_K, .dst_reg = 2, .off = 11, .imm = htons(ETH_P_IP)},
+        {.code = BPF_LDX | BPF_MEM | BPF_W, .dst_reg = 2, .src_reg = 1, .off = offsetof(struct __sk_buff, data)},
+        {.code = BPF_LDX | BPF_MEM | BPF_W, .dst_reg = 3, .src_reg = 1,
+         .off = offsetof(struct __sk_buff, data_end)},
+        {.code = BPF_ALU64 | BPF_MOV | BPF_X, .dst_reg = 4, .src_reg = 2},
+        {.code = BPF_ALU64 | BPF_ADD | BPF_K, .dst_reg = 4, .imm = 34},
+        {.code = BPF_JMP | BPF_JGT | BPF_X, .dst_reg = 4, .src_reg = 3, .off = 6},
+        // the IPv4 destination, bytes 30..34 of the frame
+        {.code = BPF_LDX | BPF_MEM | BPF_W, .dst_reg = 5, .src_reg = 2, .off = 30},
+        {.code = BPF_JMP32 | BPF_JNE | BPF_K, .dst_reg = 5, .off = 4, .imm = ip},
+        {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 1, .imm = (int32_t)target},
+        {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 2, .imm = 0},
+        {.code = BPF_JMP | BPF_CALL, .imm = BPF_FUNC_redirect_peer},
+        {.code = BPF_JMP | BPF_EXIT},
+    };
+    struct bpf_insn all[15];
+    memcpy(all, insns, sizeof insns);
+    all[13] = (struct bpf_insn){.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = 0};
+    all[14] = (struct bpf_insn){.code = BPF_JMP | BPF_EXIT};
+    return load_prog(all, 15, expected_attach_type, "nk_bench_bare");
+}
+
+// Replace the program behind pinned link PIN by PROG (BPF_LINK_UPDATE).
+static int update_pinned_link(const char *pin, int prog) {
+    union bpf_attr get;
+    memset(&get, 0, sizeof get);
+    get.pathname = (uint64_t)(uintptr_t)pin;
+    int link = (int)sys_bpf(BPF_OBJ_GET, &get, sizeof get);
+    if (link < 0) {
+        fprintf(stderr, "nk-bench-bpf: %s: %s\n", pin, strerror(errno));
+        return 1;
+    }
+    union bpf_attr update;
+    memset(&update, 0, sizeof update);
+    update.link_update.link_fd = (uint32_t)link;
+    update.link_update.new_prog_fd = (uint32_t)prog;
+    int failed = sys_bpf(BPF_LINK_UPDATE, &update, sizeof update) < 0;
+    if (failed)
+        fprintf(stderr, "nk-bench-bpf: BPF_LINK_UPDATE %s: %s\n", pin, strerror(errno));
+    close(link);
+    return failed;
+}
+
+static int parse_mac(const char *text, unsigned char mac[6]) {
+    if (sscanf(text, "%hhx:%hhx:%hhx:%hhx:%hhx:%hhx", &mac[0], &mac[1], &mac[2], &mac[3], &mac[4], &mac[5]) != 6) {
+        fprintf(stderr, "nk-bench-bpf: not a MAC address: %s\n", text);
+        return -1;
+    }
+    return 0;
+}
+
+// bare-out HOOK UPLINK DMAC SMAC: HOOK is ifindex:N (a veth host end: its ingress filter
+// is replaced) or a pinned netkit peer link.
+static int bare_out(char **argv) {
+    unsigned char dmac[6], smac[6];
+    if (parse_mac(argv[2], dmac) < 0 || parse_mac(argv[3], smac) < 0)
+        return 2;
+    uint32_t uplink = (uint32_t)strtoul(argv[1], NULL, 10);
+    int veth = !strncmp(argv[0], "ifindex:", 8);
+    int prog = load_bare_out(uplink, dmac, smac, veth ? 0 : NK_NETKIT_PEER);
+    if (prog < 0)
+        return 1;
+    int failed;
+    if (veth) {
+        int sock = route_socket();
+        if (sock < 0)
+            return 1;
+        int err = attach_filter(sock, (int)strtol(argv[0] + 8, NULL, 10), prog);
+        if (err)
+            fprintf(stderr, "nk-bench-bpf: bare-out filter on %s: %s\n", argv[0], strerror(err));
+        failed = err != 0;
+        close(sock);
+    } else {
+        failed = update_pinned_link(argv[0], prog);
+    }
+    close(prog);
+    return failed;
+}
+
+// bare-in PIN POD_IP TARGET: the pinned tcx ingress link PIN (an uplink) runs the bare
+// receiving program instead.
+static int bare_in(char **argv) {
+    struct in_addr ip;
+    if (inet_pton(AF_INET, argv[1], &ip) != 1) {
+        fprintf(stderr, "nk-bench-bpf: not an IPv4 address: %s\n", argv[1]);
+        return 2;
+    }
+    int prog = load_bare_in(ip.s_addr, (uint32_t)strtoul(argv[2], NULL, 10), NK_TCX_INGRESS);
+    if (prog < 0)
+        return 1;
+    int failed = update_pinned_link(argv[0], prog);
+    close(prog);
+    return failed;
 }
 
 /* BPF_OBJ_GET_INFO_BY_FD into a zeroed `info` of `len` bytes. */
@@ -484,6 +640,10 @@ int main(int argc, char **argv) {
         return bare(argc - 2, argv + 2);
     if (argc >= 3 && !strcmp(argv[1], "bare-link"))
         return bare_link(argc - 2, argv + 2);
+    if (argc == 6 && !strcmp(argv[1], "bare-out"))
+        return bare_out(argv + 2);
+    if (argc == 5 && !strcmp(argv[1], "bare-in"))
+        return bare_in(argv + 2);
     if (argc >= 3 && !strcmp(argv[1], "info"))
         return info(argc - 2, argv + 2);
     if (argc >= 3 && !strcmp(argv[1], "runstats"))
@@ -494,9 +654,11 @@ int main(int argc, char **argv) {
                     "       %s filter [--spaced] IFINDEX...\n"
                     "       %s bare FROM_IFINDEX:TO_IFINDEX...\n"
                     "       %s bare-link LINK_PIN:TO_IFINDEX...\n"
+                    "       %s bare-out ifindex:N|LINK_PIN UPLINK_IFINDEX DMAC SMAC\n"
+                    "       %s bare-in LINK_PIN POD_IPV4 TO_IFINDEX\n"
                     "       %s info PROG_ID...\n"
                     "       %s runstats LINK_PIN|id:PROG_ID...\n"
                     "       %s testrun LINK_PIN|id:PROG_ID IFINDEX SRC DST udp|tcp|icmp CALLS\n",
-            argv[0], argv[0], argv[0], argv[0], argv[0], argv[0], argv[0]);
+            argv[0], argv[0], argv[0], argv[0], argv[0], argv[0], argv[0], argv[0], argv[0]);
     return 2;
 }
