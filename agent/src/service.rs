@@ -49,14 +49,9 @@ pub struct Agent {
     teardowns: Mutex<Teardowns>,
 }
 
-/// Teardown threads at once. One: it takes every teardown queued as one batch and
-/// deletes their links in one unregistration, whose cost (grace periods under the rtnl
-/// lock, an `rcu_barrier()`) barely depends on how many links it holds; while it runs,
-/// the next batch queues up. More threads would only split the batches.
-const TEARDOWN_THREADS: usize = 1;
-/// At most this many endpoints in one batch, so that one batch's claims do not keep
-/// a re-added container waiting for long.
-const TEARDOWN_BATCH: usize = 128;
+/// At most this many teardown threads at once: each deletion holds the rtnl lock for a
+/// grace period, so more would only queue in the kernel instead of here.
+const TEARDOWN_THREADS: usize = 4;
 
 #[derive(Default)]
 struct Teardowns {
@@ -439,51 +434,19 @@ impl Agent {
     /// and only then its addresses. A failure leaves it releasing for the next
     /// reconciliation to retry.
     pub fn finish_release(&self, id: &EndpointId) {
-        self.finish_releases(std::slice::from_ref(id));
-    }
-
-    /// [`Agent::finish_release`] for several endpoints at once: their links are deleted
-    /// in one unregistration ([`DatapathOps::delete_links`]), which costs the kernel's
-    /// grace periods and `rcu_barrier()` once instead of once per link.
-    fn finish_releases(&self, ids: &[EndpointId]) {
-        let mut ids = ids.to_vec();
-        // Claimed in one order, so two batches never wait for each other in a cycle.
-        ids.sort();
-        ids.dedup();
-        let mut claims = Vec::with_capacity(ids.len());
-        let mut endpoints = Vec::with_capacity(ids.len());
-        for id in &ids {
-            let claim = self.claim(id);
+        let _claim = self.claim(id);
+        let endpoint = {
             let state = self.state();
             match state.registry.get(id) {
-                Some(endpoint) if state.registry.is_releasing(id) => {
-                    endpoints.push(endpoint.clone());
-                    claims.push(claim);
-                }
+                Some(endpoint) if state.registry.is_releasing(id) => endpoint.clone(),
                 // Finished meanwhile (a GC, a repeated ADD, another teardown).
-                _ => {}
+                _ => return,
             }
-        }
-        if endpoints.is_empty() {
-            return;
-        }
+        };
         fault::point("before-teardown");
-        let links: Vec<(&str, u32)> = endpoints
-            .iter()
-            .map(|e| (e.host_ifname.as_str(), e.host_ifindex))
-            .collect();
-        if let Err(e) = self.datapath.delete_links(&links) {
-            for endpoint in &endpoints {
-                tracing::error!(endpoint = %endpoint.id, error = %e, "teardown failed; the next reconciliation retries it");
-            }
-            return;
+        if let Err(e) = self.remove_registered(&endpoint) {
+            tracing::error!(endpoint = %id, error = %e.message, "teardown failed; the next reconciliation retries it");
         }
-        for endpoint in &endpoints {
-            if let Err(e) = self.forget_endpoint(endpoint) {
-                tracing::error!(endpoint = %endpoint.id, error = %e.message, "teardown failed; the next reconciliation retries it");
-            }
-        }
-        drop(claims);
     }
 
     /// Queue [`Agent::finish_release`] for a teardown thread (started here when fewer
@@ -511,23 +474,21 @@ impl Agent {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A teardown thread: finish queued teardowns until there are none, taking all that
-    /// are queued (up to [`TEARDOWN_BATCH`]) as one batch.
+    /// A teardown thread: finish queued teardowns until there are none.
     fn run_teardowns(&self) {
-        lower_own_priority();
         loop {
-            let batch: Vec<EndpointId> = {
+            let next = {
                 let mut teardowns = self.teardowns();
-                let n = teardowns.queue.len().min(TEARDOWN_BATCH);
-                if n == 0 {
+                let next = teardowns.queue.pop_front();
+                if next.is_none() {
                     teardowns.threads -= 1;
                 }
-                teardowns.queue.drain(..n).collect()
+                next
             };
-            if batch.is_empty() {
-                return;
+            match next {
+                Some(id) => self.finish_release(&id),
+                None => return,
             }
-            self.finish_releases(&batch);
         }
     }
 
@@ -544,12 +505,6 @@ impl Agent {
                 .delete_link(&endpoint.host_ifname, endpoint.host_ifindex)
                 .map_err(internal)?;
         }
-        self.forget_endpoint(endpoint)
-    }
-
-    /// The part of [`Agent::remove_registered`] after the link: map entries and pins,
-    /// record, registry entry (and with it the addresses).
-    fn forget_endpoint(&self, endpoint: &Endpoint) -> ApiResult<()> {
         let addresses = addresses_of(&endpoint.ips).unwrap_or_default();
         self.datapath
             .remove_endpoint(&pin_name(&endpoint.id), &addresses)
@@ -701,22 +656,6 @@ fn validate_id(id: &EndpointId) -> ApiResult<()> {
     Ok(())
 }
 
-/// Make the calling thread the last to run when the CPUs are contended (nice 19). A
-/// teardown thread's kernel work (unregistering devices) runs in long stretches without a
-/// preemption point on kernels built without full preemption; at normal priority a DEL or
-/// ADD request woken on the same CPU waited up to a stretch for it. Failing to lower it
-/// changes nothing but that.
-fn lower_own_priority() {
-    // SAFETY: plain syscalls on the calling thread, no pointers.
-    let failed = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) != 0
-    };
-    if failed {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the teardown thread's priority");
-    }
-}
-
 fn addresses_of(ips: &[IpConfig]) -> ApiResult<Vec<IpAddr>> {
     ips.iter()
         .map(|ip| {
@@ -763,8 +702,6 @@ mod tests {
         fail_delete_link: bool,
         /// Walks of a whole map (reconciliation's, never a request's).
         walks: usize,
-        /// How many links each `delete_links` call was given.
-        link_batches: Vec<usize>,
     }
 
     impl FakeDatapath {
@@ -846,12 +783,6 @@ mod tests {
                 s.links.remove(name);
             }
             Ok(())
-        }
-        fn delete_links(&self, links: &[(&str, u32)]) -> datapath::Result<()> {
-            self.with().link_batches.push(links.len());
-            links
-                .iter()
-                .try_for_each(|(name, ifindex)| self.delete_link(name, *ifindex))
         }
     }
 
@@ -1054,40 +985,6 @@ mod tests {
         assert_eq!(agent.releasing_count(), 0);
         assert!(fake.with().links.is_empty());
         assert_eq!(agent.handle(del(false)), Response::Done);
-    }
-
-    #[test]
-    fn teardowns_queued_together_delete_their_links_in_one_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let (agent, fake) = agent_with_links(dir.path(), 12);
-        let agent = Arc::new(agent);
-        let n = fill(&agent);
-        let ids: Vec<EndpointId> = (1..=n).map(|i| id(&format!("c{i}"), "eth0")).collect();
-        for id in &ids {
-            assert!(agent.release_endpoint(id).unwrap());
-        }
-        // As when DELs arrive while a batch is being torn down: all but the last queued
-        // already; the last one's hand-over starts the thread.
-        agent
-            .teardowns()
-            .queue
-            .extend(ids[..ids.len() - 1].iter().cloned());
-        agent.spawn_teardown(ids[ids.len() - 1].clone());
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while agent.releasing_count() > 0 || agent.teardowns().threads > 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "teardowns never finished"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        let fake = fake.with();
-        assert_eq!(fake.link_batches, [n as usize]);
-        // The links beyond the pool's size were never endpoints.
-        assert!((1..=n).all(|i| !fake.links.contains_key(&format!("nk{i}"))));
-        assert_eq!(fake.links.len(), 12 - n as usize);
-        assert!(fake.pins.is_empty() && fake.mapped.is_empty());
-        assert_eq!(agent.state().registry.len(), 0);
     }
 
     #[test]

@@ -449,42 +449,6 @@ impl Kernel for FakeKernel {
         self.remove_link(ns, index)
     }
 
-    fn set_link_group(&mut self, ns: Ns, index: u32, group: u32) -> KernelResult<()> {
-        self.change(format!("set_link_group {ns:?} {index} {group}"))?;
-        let link = self
-            .ns_mut(ns)?
-            .links
-            .get_mut(&index)
-            .ok_or_else(|| KernelError::from_errno("set group", libc::ENODEV))?;
-        link.group = group;
-        Ok(())
-    }
-
-    /// As the kernel's `rtnl_group_dellink`: group 0 refused, `ENODEV` for an empty group.
-    fn delete_link_group(&mut self, ns: Ns, group: u32) -> KernelResult<()> {
-        self.change(format!("delete_link_group {ns:?} {group}"))?;
-        if group == 0 {
-            return Err(KernelError::from_errno("delete group", libc::EPERM));
-        }
-        let members: Vec<u32> = self
-            .ns(ns)?
-            .links
-            .values()
-            .filter(|l| l.group == group)
-            .map(|l| l.index)
-            .collect();
-        if members.is_empty() {
-            return Err(KernelError::from_errno("delete group", libc::ENODEV));
-        }
-        for index in members {
-            // A pair whose both ends were in the group: the first took the second.
-            if self.ns(ns)?.links.contains_key(&index) {
-                self.remove_link(ns, index)?;
-            }
-        }
-        Ok(())
-    }
-
     fn set_link_up(&mut self, ns: Ns, index: u32) -> KernelResult<()> {
         self.change(format!("set_link_up {ns:?} {index}"))?;
         let link = self

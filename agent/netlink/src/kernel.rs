@@ -55,13 +55,6 @@ pub trait Kernel {
 
     fn delete_link(&mut self, ns: Ns, index: u32) -> KernelResult<()>;
 
-    /// Put link `index` in device group `group`.
-    fn set_link_group(&mut self, ns: Ns, index: u32, group: u32) -> KernelResult<()>;
-
-    /// Delete every link of device group `group` in one unregistration (see
-    /// [`link::delete_group`]).
-    fn delete_link_group(&mut self, ns: Ns, group: u32) -> KernelResult<()>;
-
     fn set_link_up(&mut self, ns: Ns, index: u32) -> KernelResult<()>;
 
     fn set_link_down(&mut self, ns: Ns, index: u32) -> KernelResult<()>;

@@ -42,8 +42,6 @@ pub struct Link {
     /// `IFLA_LINK`: the other end's ifindex (in its own namespace) for pairs.
     pub peer_index: Option<u32>,
     pub netkit: Option<NetkitInfo>,
-    /// `IFLA_GROUP`: the device group (0, the default group, unless someone set one).
-    pub group: u32,
 }
 
 impl From<LinkMessage> for Link {
@@ -60,7 +58,6 @@ impl From<LinkMessage> for Link {
                 LinkAttribute::Mtu(mtu) => link.mtu = mtu,
                 LinkAttribute::IfAlias(alias) => link.alias = Some(alias),
                 LinkAttribute::Link(peer) => link.peer_index = Some(peer),
-                LinkAttribute::Group(group) => link.group = group,
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         match info {
@@ -272,39 +269,6 @@ pub async fn delete(handle: &Handle, index: u32) -> KernelResult<()> {
         .map_err(|e| KernelError::from_netlink(format!("delete link #{index}"), e))
 }
 
-/// Put link `index` in device group `group` (`RTM_SETLINK` with `IFLA_GROUP`).
-pub async fn set_group(handle: &Handle, index: u32, group: u32) -> KernelResult<()> {
-    let mut msg = LinkMessage::default();
-    msg.header.index = index;
-    msg.attributes.push(LinkAttribute::Group(group));
-    set(handle, msg, || {
-        format!("put link #{index} in group {group}")
-    })
-    .await
-}
-
-/// `RTM_DELLINK` of every link in device group `group`, in one request: the kernel
-/// unregisters them together (`rtnl_group_dellink` → one `unregister_netdevice_many`), so
-/// the grace periods and the `rcu_barrier()` a device's unregistration waits for are paid
-/// once for all of them instead of once per device. A group with no link is an error for
-/// which [`KernelError::is_not_found`] holds. Group 0 (every device's default) is refused
-/// by the kernel and here.
-pub async fn delete_group(handle: &Handle, group: u32) -> KernelResult<()> {
-    let op = || format!("delete the links of group {group}");
-    if group == 0 {
-        return Err(KernelError::from_errno(op(), libc::EPERM));
-    }
-    let mut request = handle.link().del(0);
-    request
-        .message_mut()
-        .attributes
-        .push(LinkAttribute::Group(group));
-    request
-        .execute()
-        .await
-        .map_err(|e| KernelError::from_netlink(op(), e))
-}
-
 pub async fn set_up(handle: &Handle, index: u32) -> KernelResult<()> {
     let msg = LinkUnspec::new_with_index(index).up().build();
     set(handle, msg, || format!("set link #{index} up")).await
@@ -436,7 +400,6 @@ mod tests {
             LinkAttribute::IfName("nk7".into()),
             LinkAttribute::Mtu(1450),
             LinkAttribute::Link(8),
-            LinkAttribute::Group(0x8000_0001),
             LinkAttribute::IfAlias("netkit-cni:n:c:eth0".into()),
             LinkAttribute::LinkInfo(vec![
                 LinkInfo::Kind(InfoKind::Netkit),
@@ -466,7 +429,6 @@ mod tests {
                     policy: NetkitPolicy::Pass,
                     peer_policy: NetkitPolicy::Drop,
                 }),
-                group: 0x8000_0001,
             }
         );
     }

@@ -165,17 +165,6 @@ impl Kernel for RtKernel {
         self.run(ns, |h| async move { link::delete(&h, index).await })
     }
 
-    fn set_link_group(&mut self, ns: Ns, index: u32, group: u32) -> KernelResult<()> {
-        self.run(
-            ns,
-            |h| async move { link::set_group(&h, index, group).await },
-        )
-    }
-
-    fn delete_link_group(&mut self, ns: Ns, group: u32) -> KernelResult<()> {
-        self.run(ns, |h| async move { link::delete_group(&h, group).await })
-    }
-
     fn set_link_up(&mut self, ns: Ns, index: u32) -> KernelResult<()> {
         self.run(ns, |h| async move { link::set_up(&h, index).await })
     }

@@ -6,7 +6,6 @@
 mod bpffs;
 mod btf;
 mod kfunc;
-mod link_batch;
 mod loader;
 mod pins;
 pub mod sys;
@@ -92,13 +91,6 @@ pub trait DatapathOps: crate::routing::RouteMap + Send + Sync {
     /// Delete host interface `name` if it still is device `ifindex` (the pod end goes
     /// with it); gone already, or the name now another device's, is success.
     fn delete_link(&self, name: &str, ifindex: u32) -> Result<()>;
-    /// [`DatapathOps::delete_link`] for several links, deleted together where the
-    /// datapath can (one unregistration in the kernel).
-    fn delete_links(&self, links: &[(&str, u32)]) -> Result<()> {
-        links
-            .iter()
-            .try_for_each(|(name, ifindex)| self.delete_link(name, *ifindex))
-    }
 }
 
 impl DatapathOps for Datapath {
@@ -144,37 +136,6 @@ impl DatapathOps for Datapath {
             Err(e) if !e.is_not_found() => Err(e.into()),
             _ => Ok(()),
         }
-    }
-    fn delete_links(&self, links: &[(&str, u32)]) -> Result<()> {
-        use netkit_netlink::{Kernel as _, Ns};
-        let ours: Vec<u32> = links
-            .iter()
-            .filter(|(name, ifindex)| ifindex_of(name).ok() == Some(*ifindex))
-            .map(|(_, ifindex)| *ifindex)
-            .collect();
-        if ours.len() < 2 {
-            return links
-                .iter()
-                .try_for_each(|(name, ifindex)| self.delete_link(name, *ifindex));
-        }
-        let mut kernel = netkit_netlink::RtKernel::new()?;
-        let group = link_batch::random_group();
-        let Err(e) = link_batch::delete_together(&mut kernel, &ours, group) else {
-            tracing::info!(
-                links = ours.len(),
-                group,
-                "links deleted in one unregistration"
-            );
-            return Ok(());
-        };
-        tracing::warn!(error = %e, links = ours.len(), "deleting the links together failed; deleting them one by one");
-        for ifindex in ours {
-            match kernel.delete_link(Ns::Host, ifindex) {
-                Err(e) if !e.is_not_found() => return Err(e.into()),
-                _ => {}
-            }
-        }
-        Ok(())
     }
 }
 

@@ -218,52 +218,6 @@ fn del_hands_the_teardown_to_the_agent_and_an_add_right_after_waits_for_it() {
 }
 
 #[test]
-fn dels_queued_behind_a_teardown_are_torn_down_together_and_nothing_else_goes() {
-    let mut node = Node::new("cnib");
-    // The first teardown stalls, so the DELs after it queue up and are taken as one batch,
-    // whose links go in one unregistration (by a device group of their own).
-    node.restart_agent_with_env(&[("NETKIT_AGENT_FAULT", "sleep:before-teardown:500")]);
-    let conf = node.conf(json!({}));
-    // Not the agent's: a pair in the default group and one in a group of the
-    // administrator's. Neither may go with the batch.
-    node.ns
-        .ip("link add nkbforeign0 type veth peer name nkbforeign1");
-    node.ns
-        .ip("link add nkbforeign2 group 7 type veth peer name nkbforeign3 group 7");
-    let pods: Vec<Pod> = (0..4).map(|i| Pod::new(&format!("cnib{i}"))).collect();
-    for pod in &pods {
-        node.add(pod, &conf);
-    }
-    assert_eq!(node.plugin_links().len(), 4);
-    for pod in &pods {
-        let del = node.cni(Call::add(pod).with("DEL"), &conf);
-        assert!(del.ok, "DEL failed: {del:?}\nplugin log:\n{}", node.log());
-    }
-    assert!(
-        wait_until(Duration::from_secs(20), || node.plugin_links().is_empty()
-            && node.endpoints().is_empty()),
-        "teardowns unfinished: links {:?}, endpoints {:?}",
-        node.plugin_links(),
-        node.endpoints()
-    );
-    let agent_log = node.agent().log_text();
-    assert!(
-        agent_log.contains("links deleted in one unregistration"),
-        "no batch was deleted together:\n{agent_log}"
-    );
-    let links = At::Ns(&node.ns).links();
-    for foreign in ["nkbforeign0", "nkbforeign1", "nkbforeign2", "nkbforeign3"] {
-        assert!(
-            links.iter().any(|l| l == foreign),
-            "{foreign} went: {links:?}"
-        );
-    }
-    for pod in &pods {
-        assert_eq!(pod.links(), ["lo"]);
-    }
-}
-
-#[test]
 fn two_pods_reach_each_other_and_the_node() {
     let node = Node::new("cnit");
     let (a, b) = (Pod::new("cnita"), Pod::new("cnitb"));
