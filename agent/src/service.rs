@@ -476,7 +476,6 @@ impl Agent {
 
     /// A teardown thread: finish queued teardowns until there are none.
     fn run_teardowns(&self) {
-        lower_own_priority();
         loop {
             let next = {
                 let mut teardowns = self.teardowns();
@@ -655,20 +654,6 @@ fn validate_id(id: &EndpointId) -> ApiResult<()> {
         ));
     }
     Ok(())
-}
-
-/// Make the calling teardown thread the last to run when the CPUs are contended (nice
-/// 19): its work is background work, and requests (ADDs, DELs) come first. Failing to
-/// lower it changes nothing but that.
-fn lower_own_priority() {
-    // SAFETY: plain syscalls on the calling thread, no pointers.
-    let failed = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19) != 0
-    };
-    if failed {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the teardown thread's priority");
-    }
 }
 
 fn addresses_of(ips: &[IpConfig]) -> ApiResult<Vec<IpAddr>> {
