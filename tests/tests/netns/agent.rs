@@ -511,3 +511,121 @@ fn readiness_waits_for_the_datapath_and_status_follows_it() {
     );
     assert!(get("/healthz").unwrap().starts_with("HTTP/1.1 200"));
 }
+
+fn host_ifindex(node: &Node, link: &str) -> u32 {
+    node.ns
+        .ip(&format!("-o link show dev {link}"))
+        .split(':')
+        .next()
+        .and_then(|i| i.trim().parse::<u32>().ok())
+        .expect("the host link's ifindex")
+}
+
+/// What an agent before the `cls_bpf` filters left on a veth host end: a tcx ingress link
+/// (here with a two-instruction pass program) pinned as the endpoint's `egress`, and no
+/// qdisc. Raw `bpf(2)` calls in the node's namespace; the link lives on through its pin.
+fn pin_tcx_link_as_an_older_agent_did(node: &Node, link: &str, pin: &Path) {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    const BPF_LINK_CREATE: libc::c_long = 28;
+    const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+    const BPF_TCX_INGRESS: u32 = 46;
+    fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> i32 {
+        // SAFETY: `attr` is a live, zero-padded `union bpf_attr` of the size passed.
+        let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
+        assert!(ret >= 0, "bpf({cmd}): {}", std::io::Error::last_os_error());
+        ret as i32
+    }
+    fn put(attr: &mut [u8; 128], at: usize, bytes: &[u8]) {
+        attr[at..at + bytes.len()].copy_from_slice(bytes);
+    }
+    let ifindex = host_ifindex(node, link);
+    let pin = std::ffi::CString::new(pin.as_os_str().as_encoded_bytes()).unwrap();
+    node.ns.run(move || {
+        // r0 = 0 (TCX_PASS); exit
+        let insns: [u64; 2] = [0xb7, 0x95];
+        let license = c"GPL";
+        let mut load = [0u8; 128];
+        put(&mut load, 0, &BPF_PROG_TYPE_SCHED_CLS.to_ne_bytes());
+        put(&mut load, 4, &2u32.to_ne_bytes());
+        put(&mut load, 8, &(insns.as_ptr() as u64).to_ne_bytes());
+        put(&mut load, 16, &(license.as_ptr() as u64).to_ne_bytes());
+        put(&mut load, 68, &BPF_TCX_INGRESS.to_ne_bytes());
+        let prog = bpf(BPF_PROG_LOAD, &mut load);
+        let mut create = [0u8; 128];
+        put(&mut create, 0, &(prog as u32).to_ne_bytes());
+        put(&mut create, 4, &ifindex.to_ne_bytes());
+        put(&mut create, 8, &BPF_TCX_INGRESS.to_ne_bytes());
+        let link = bpf(BPF_LINK_CREATE, &mut create);
+        let mut obj_pin = [0u8; 128];
+        put(&mut obj_pin, 0, &(pin.as_ptr() as u64).to_ne_bytes());
+        put(&mut obj_pin, 8, &(link as u32).to_ne_bytes());
+        bpf(BPF_OBJ_PIN, &mut obj_pin);
+        // SAFETY: fds this closure opened and owns.
+        unsafe {
+            libc::close(link);
+            libc::close(prog);
+        }
+    });
+}
+
+/// How many programs run at tcx ingress of host link `link` (`BPF_PROG_QUERY`).
+fn tcx_ingress_programs(node: &Node, link: &str) -> u32 {
+    let ifindex = host_ifindex(node, link);
+    node.ns.run(move || {
+        let mut query = [0u8; 128];
+        query[0..4].copy_from_slice(&ifindex.to_ne_bytes());
+        query[4..8].copy_from_slice(&46u32.to_ne_bytes());
+        // SAFETY: a zero-padded `union bpf_attr`; no program ids asked for (prog_ids 0).
+        let ret = unsafe { libc::syscall(libc::SYS_bpf, 16, query.as_mut_ptr(), query.len()) };
+        assert!(
+            ret == 0,
+            "BPF_PROG_QUERY: {}",
+            std::io::Error::last_os_error()
+        );
+        u32::from_ne_bytes([query[24], query[25], query[26], query[27]])
+    })
+}
+
+#[test]
+fn a_veth_endpoint_an_older_agent_attached_by_tcx_link_moves_to_the_filter() {
+    let mut node = Node::new("agtx");
+    let conf = node.conf(json!({}));
+    let pod = Pod::new("agtxp");
+    node.add(&pod, &conf);
+    let link = node.plugin_links().pop().expect("the pod's host link");
+    node.stop_agent();
+
+    // The older agent's attachment: no qdisc, a pinned tcx link.
+    let out = node
+        .ns
+        .command("tc")
+        .args(["qdisc", "del", "dev", &link, "ingress"])
+        .output()
+        .expect("tc");
+    assert!(out.status.success(), "tc qdisc del: {out:?}");
+    assert!(node.ingress_filters(&link).is_empty());
+    let pin = node
+        .dirs
+        .bpffs
+        .path()
+        .join("endpoints")
+        .join(format!("{}:eth0", pod.container))
+        .join("egress");
+    pin_tcx_link_as_an_older_agent_did(&node, &link, &pin);
+    assert_eq!(tcx_ingress_programs(&node, &link), 1);
+
+    node.restart_agent();
+    let filters = node.ingress_filters(&link);
+    assert_eq!(filters.len(), 1, "{filters:?}");
+    assert_eq!(filters[0].name.as_deref(), Some("nk_pod_egress"));
+    assert!(!pin.exists(), "the older agent's tcx link is still pinned");
+    assert_eq!(
+        tcx_ingress_programs(&node, &link),
+        0,
+        "the older agent's tcx link still runs"
+    );
+    assert!(pod.ns.ping(NODE_IP), "no traffic after the move");
+    node.del(&pod.container, "eth0", None, &conf);
+    assert!(endpoint_pin_dirs(&node).is_empty());
+}
