@@ -196,6 +196,15 @@ ratio() { if [ "${1:--}" = - ] || [ "${2:--}" = - ]; then echo -; else echo "$1 
 
 declare -A V # V[path.metric] = space-separated values, one per round
 add() { V[$1]="${V[$1]:-} $2"; }
+# rr_both KEY CLIENT_NS SERVER_NS ADDR: TCP and UDP round trips into V[KEY.{tcp,udp}{50,99}]
+rr_both() {
+    local proto a b
+    for proto in tcp udp; do
+        read -r a b < <(rr "$2" "$3" "$4" "$proto" "$SECS")
+        add "$1.${proto}50" "$a"
+        add "$1.${proto}99" "$b"
+    done
+}
 sent0=$(($(stat n1 fib_ok) + $(stat n1 redirect_neigh)))
 recv0=$(stat n2 redirect_peer)
 for r in $(seq "$ROUNDS"); do
@@ -203,13 +212,7 @@ for r in $(seq "$ROUNDS"); do
         say "round $r/$ROUNDS, $p: iperf3 ${SECS}s, ping 500, sockperf TCP and UDP ${SECS}s each"
         add "$p.bw" "$(iperf "${CL[$p]}" "${SV[$p]}" "${AD[$p]}")"
         add "$p.rtt" "$(rtt "${CL[$p]}" "${AD[$p]}")"
-        if have sockperf; then
-            for proto in tcp udp; do
-                read -r a b < <(rr "${CL[$p]}" "${SV[$p]}" "${AD[$p]}" "$proto" "$SECS")
-                add "$p.${proto}50" "$a"
-                add "$p.${proto}99" "$b"
-            done
-        fi
+        have sockperf && rr_both "$p" "${CL[$p]}" "${SV[$p]}" "${AD[$p]}"
     done
 done
 sent=$(($(stat n1 fib_ok) + $(stat n1 redirect_neigh) - sent0))
@@ -318,11 +321,7 @@ else
         for r in $(seq "$ROUNDS"); do
             say "round $r/$ROUNDS, floor (bare programs): iperf3 ${SECS}s, sockperf TCP and UDP ${SECS}s each"
             add "bare.bw" "$(iperf "${CL[pod]}" "${SV[pod]}" "${AD[pod]}")"
-            for proto in tcp udp; do
-                read -r a b < <(rr "${CL[pod]}" "${SV[pod]}" "${AD[pod]}" "$proto" "$SECS")
-                add "bare.${proto}50" "$a"
-                add "bare.${proto}99" "$b"
-            done
+            rr_both bare "${CL[pod]}" "${SV[pod]}" "${AD[pod]}"
         done
     fi
 fi
