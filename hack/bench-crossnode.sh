@@ -148,6 +148,8 @@ for _ in $(seq 50); do
     sleep 0.2
 done
 pod_ip() { ip -n "$1" -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1; }
+# host_end POD_NS: the node-side ifindex of the pod's eth0 (its link, eth0@ifN)
+host_end() { ip -n "$1" -o link show dev eth0 | sed -n 's/.*@if\([0-9]*\).*/\1/p'; }
 stat() { "$BIN/netkit-agent" stats --json --socket "$RUN/$1.sock" | sed -n "s/.*\"$2\":[[:space:]]*\([0-9]*\).*/\1/p"; }
 
 # The paths: client namespace, server namespace, server address.
@@ -276,7 +278,7 @@ declare -A TR
 if [ -x "$BPFSTAT" ]; then
     eg_pin="$(ls -d "/sys/fs/bpf/$TAG-n1/endpoints/"*"$TAG-pod1"*/egress 2>/dev/null | head -n1 || true)"
     [ -n "$eg_pin" ] || eg_pin="$(egress_progs n1 | head -n1)"
-    eg_if="$(ip -n "$TAG-pod1" -o link show eth0 | sed -n 's/.*@if\([0-9]*\).*/\1/p')"
+    eg_if="$(host_end "$TAG-pod1")"
     up_if="$(ip -n "$TAG-n2" -o link show eth0 | cut -d: -f1)"
     P1="$(pod_ip "$TAG-pod1")"
     testrun() { # NODE PIN IFINDEX SRC DST PROTO -> ns per run
@@ -305,7 +307,7 @@ else
     for i in 1 2; do
         n="$TAG-n$i" other="$TAG-n$((3 - i))"
         up="$(ip -n "$n" -o link show dev eth0 | cut -d: -f1)"
-        host_if="$(ip -n "$TAG-pod$i" -o link show eth0 | sed -n 's/.*@if\([0-9]*\).*/\1/p')"
+        host_if="$(host_end "$TAG-pod$i")"
         hook="$(ls -d "/sys/fs/bpf/$TAG-n$i/endpoints/"*"$TAG-pod$i"*/egress 2>/dev/null | head -n1 || true)"
         [ -n "$hook" ] || hook="ifindex:$host_if"
         if ! nsenter --net="/run/netns/$n" "$BPFSTAT" bare-out "$hook" "$up" "$(mac_of "$other")" "$(mac_of "$n")" ||

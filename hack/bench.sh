@@ -8,7 +8,8 @@
 #     sequential call is timed as the plugin's process alone, spawn to exit, by
 #     hack/bench/spawn.c (bash's own forks would be timed too otherwise);
 #  2. same-node datapath, netkit-cni vs ptp vs two processes over loopback in one namespace
-#     vs the floor of any BPF datapath on veth (ptp's pods, a bare redirect_peer program):
+#     vs the floor of any BPF datapath on the device (the same pod path with a bare program
+#     that looks nothing up):
 #     TCP throughput with 1 and 4 streams (iperf3), CPU seconds per GB moved (/proc/stat),
 #     request/response round trips p50/p99 (sockperf ping-pong, TCP and UDP), HTTP
 #     connections per second (wrk, a new connection per request, busybox httpd);

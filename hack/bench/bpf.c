@@ -82,6 +82,14 @@ static double now_us(void) {
     return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
+// The object pinned at PIN (BPF_OBJ_GET): an fd, or -1 with errno set.
+static int obj_get(const char *pin) {
+    union bpf_attr get;
+    memset(&get, 0, sizeof get);
+    get.pathname = (uint64_t)(uintptr_t)pin;
+    return (int)sys_bpf(BPF_OBJ_GET, &get, sizeof get);
+}
+
 static int load_prog(const struct bpf_insn *insns, uint32_t cnt, uint32_t expected_attach_type, const char *name) {
     union bpf_attr load;
     memset(&load, 0, sizeof load);
@@ -288,6 +296,24 @@ static int attach(int argc, char **argv, int spaced) {
     return 0;
 }
 
+// Replace the program behind pinned link PIN by PROG (BPF_LINK_UPDATE).
+static int update_pinned_link(const char *pin, int prog) {
+    int link = obj_get(pin);
+    if (link < 0) {
+        fprintf(stderr, "nk-bench-bpf: %s: %s\n", pin, strerror(errno));
+        return 1;
+    }
+    union bpf_attr update;
+    memset(&update, 0, sizeof update);
+    update.link_update.link_fd = (uint32_t)link;
+    update.link_update.new_prog_fd = (uint32_t)prog;
+    int failed = sys_bpf(BPF_LINK_UPDATE, &update, sizeof update) < 0;
+    if (failed)
+        fprintf(stderr, "nk-bench-bpf: BPF_LINK_UPDATE %s: %s\n", pin, strerror(errno));
+    close(link);
+    return failed;
+}
+
 // For each PIN:TARGET, the program behind the pinned netkit peer link PIN (a netkit-cni
 // pod's egress) replaced by the bare one, sending its IPv4 to TARGET (another pod's
 // primary) with bpf_redirect.
@@ -299,28 +325,13 @@ static int bare_link(int argc, char **argv) {
             return 2;
         }
         *colon = '\0';
-        uint32_t target = (uint32_t)strtoul(colon + 1, NULL, 10);
-        union bpf_attr get;
-        memset(&get, 0, sizeof get);
-        get.pathname = (uint64_t)(uintptr_t)argv[i];
-        int link = (int)sys_bpf(BPF_OBJ_GET, &get, sizeof get);
-        if (link < 0) {
-            fprintf(stderr, "nk-bench-bpf: %s: %s\n", argv[i], strerror(errno));
-            return 1;
-        }
-        int prog = load_redirect_prog(target, BPF_FUNC_redirect, NK_NETKIT_PEER);
+        int prog = load_redirect_prog((uint32_t)strtoul(colon + 1, NULL, 10), BPF_FUNC_redirect, NK_NETKIT_PEER);
         if (prog < 0)
             return 1;
-        union bpf_attr update;
-        memset(&update, 0, sizeof update);
-        update.link_update.link_fd = (uint32_t)link;
-        update.link_update.new_prog_fd = (uint32_t)prog;
-        if (sys_bpf(BPF_LINK_UPDATE, &update, sizeof update) < 0) {
-            fprintf(stderr, "nk-bench-bpf: BPF_LINK_UPDATE %s: %s\n", argv[i], strerror(errno));
-            return 1;
-        }
+        int failed = update_pinned_link(argv[i], prog);
         close(prog);
-        close(link);
+        if (failed)
+            return 1;
     }
     return 0;
 }
@@ -335,7 +346,7 @@ static int load_bare_out(uint32_t uplink, const unsigned char dmac[6], const uns
     memcpy(macs + 6, smac, 6);
     int32_t words[3];
     memcpy(words, macs, sizeof words);
-    const struct bpf_insn insns[18] = {
+    const struct bpf_insn insns[19] = {
         {.code = BPF_ALU64 | BPF_MOV | BPF_X, .dst_reg = 6, .src_reg = 1},
         {.code = BPF_LDX | BPF_MEM | BPF_W, .dst_reg = 2, .src_reg = 1,
          .off = offsetof(struct __sk_buff, protocol)},
@@ -359,11 +370,9 @@ static int load_bare_out(uint32_t uplink, const unsigned char dmac[6], const uns
         {.code = BPF_JMP | BPF_EXIT},
         // pass: r0 = 0
         {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = 0},
+        {.code = BPF_JMP | BPF_EXIT},
     };
-    struct bpf_insn all[19];
-    memcpy(all, insns, sizeof insns);
-    all[18] = (struct bpf_insn){.code = BPF_JMP | BPF_EXIT};
-    return load_prog(all, 19, expected_attach_type, "nk_bench_bare");
+    return load_prog(insns, 19, expected_attach_type, "nk_bench_bare");
 }
 
 // Receiving side: IPv4 to POD_IP goes into the pod behind TARGET by bpf_redirect_peer;
@@ -371,7 +380,7 @@ static int load_bare_out(uint32_t uplink, const unsigned char dmac[6], const uns
 static int load_bare_in(uint32_t pod_ip, uint32_t target, uint32_t expected_attach_type) {
     int32_t ip;
     memcpy(&ip, &pod_ip, sizeof ip); // network order, as the packet holds it
-    const struct bpf_insn insns[13] = {
+    const struct bpf_insn insns[15] = {
         {.code = BPF_LDX | BPF_MEM | BPF_W, .dst_reg = 2, .src_reg = 1,
          .off = offsetof(struct __sk_buff, protocol)},
         // (the jumps go to "pass", insn 13)
@@ -389,33 +398,11 @@ static int load_bare_in(uint32_t pod_ip, uint32_t target, uint32_t expected_atta
         {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 2, .imm = 0},
         {.code = BPF_JMP | BPF_CALL, .imm = BPF_FUNC_redirect_peer},
         {.code = BPF_JMP | BPF_EXIT},
+        // pass: r0 = TCX_PASS
+        {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = 0},
+        {.code = BPF_JMP | BPF_EXIT},
     };
-    struct bpf_insn all[15];
-    memcpy(all, insns, sizeof insns);
-    all[13] = (struct bpf_insn){.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = 0, .imm = 0};
-    all[14] = (struct bpf_insn){.code = BPF_JMP | BPF_EXIT};
-    return load_prog(all, 15, expected_attach_type, "nk_bench_bare");
-}
-
-// Replace the program behind pinned link PIN by PROG (BPF_LINK_UPDATE).
-static int update_pinned_link(const char *pin, int prog) {
-    union bpf_attr get;
-    memset(&get, 0, sizeof get);
-    get.pathname = (uint64_t)(uintptr_t)pin;
-    int link = (int)sys_bpf(BPF_OBJ_GET, &get, sizeof get);
-    if (link < 0) {
-        fprintf(stderr, "nk-bench-bpf: %s: %s\n", pin, strerror(errno));
-        return 1;
-    }
-    union bpf_attr update;
-    memset(&update, 0, sizeof update);
-    update.link_update.link_fd = (uint32_t)link;
-    update.link_update.new_prog_fd = (uint32_t)prog;
-    int failed = sys_bpf(BPF_LINK_UPDATE, &update, sizeof update) < 0;
-    if (failed)
-        fprintf(stderr, "nk-bench-bpf: BPF_LINK_UPDATE %s: %s\n", pin, strerror(errno));
-    close(link);
-    return failed;
+    return load_prog(insns, 15, expected_attach_type, "nk_bench_bare");
 }
 
 static int parse_mac(const char *text, unsigned char mac[6]) {
@@ -519,10 +506,7 @@ static int link_prog_id(const char *pin, uint32_t *id) {
         *id = (uint32_t)n;
         return 0;
     }
-    union bpf_attr get;
-    memset(&get, 0, sizeof get);
-    get.pathname = (uint64_t)(uintptr_t)pin;
-    int link = (int)sys_bpf(BPF_OBJ_GET, &get, sizeof get);
+    int link = obj_get(pin);
     if (link < 0)
         return -1;
     struct bpf_link_info li;

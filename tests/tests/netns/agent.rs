@@ -521,24 +521,30 @@ fn host_ifindex(node: &Node, link: &str) -> u32 {
         .expect("the host link's ifindex")
 }
 
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_OBJ_PIN: libc::c_long = 6;
+const BPF_PROG_QUERY: libc::c_long = 16;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+const BPF_TCX_INGRESS: u32 = 46;
+
+/// `bpf(cmd, attr)`, its non-negative result (a failure fails the test).
+fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> i32 {
+    // SAFETY: `attr` is a live, zero-padded `union bpf_attr` of the size passed.
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
+    assert!(ret >= 0, "bpf({cmd}): {}", std::io::Error::last_os_error());
+    ret as i32
+}
+
+/// `bytes` into a `union bpf_attr` at offset `at`.
+fn put(attr: &mut [u8; 128], at: usize, bytes: &[u8]) {
+    attr[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
 /// What an agent before the `cls_bpf` filters left on a veth host end: a tcx ingress link
 /// (here with a two-instruction pass program) pinned as the endpoint's `egress`, and no
 /// qdisc. Raw `bpf(2)` calls in the node's namespace; the link lives on through its pin.
 fn pin_tcx_link_as_an_older_agent_did(node: &Node, link: &str, pin: &Path) {
-    const BPF_PROG_LOAD: libc::c_long = 5;
-    const BPF_OBJ_PIN: libc::c_long = 6;
-    const BPF_LINK_CREATE: libc::c_long = 28;
-    const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
-    const BPF_TCX_INGRESS: u32 = 46;
-    fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> i32 {
-        // SAFETY: `attr` is a live, zero-padded `union bpf_attr` of the size passed.
-        let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), attr.len()) };
-        assert!(ret >= 0, "bpf({cmd}): {}", std::io::Error::last_os_error());
-        ret as i32
-    }
-    fn put(attr: &mut [u8; 128], at: usize, bytes: &[u8]) {
-        attr[at..at + bytes.len()].copy_from_slice(bytes);
-    }
     let ifindex = host_ifindex(node, link);
     let pin = std::ffi::CString::new(pin.as_os_str().as_encoded_bytes()).unwrap();
     node.ns.run(move || {
@@ -569,20 +575,15 @@ fn pin_tcx_link_as_an_older_agent_did(node: &Node, link: &str, pin: &Path) {
     });
 }
 
-/// How many programs run at tcx ingress of host link `link` (`BPF_PROG_QUERY`).
+/// How many programs run at tcx ingress of host link `link` (`BPF_PROG_QUERY`, no
+/// program ids asked for: the kernel fills in the count at offset 24).
 fn tcx_ingress_programs(node: &Node, link: &str) -> u32 {
     let ifindex = host_ifindex(node, link);
     node.ns.run(move || {
         let mut query = [0u8; 128];
-        query[0..4].copy_from_slice(&ifindex.to_ne_bytes());
-        query[4..8].copy_from_slice(&46u32.to_ne_bytes());
-        // SAFETY: a zero-padded `union bpf_attr`; no program ids asked for (prog_ids 0).
-        let ret = unsafe { libc::syscall(libc::SYS_bpf, 16, query.as_mut_ptr(), query.len()) };
-        assert!(
-            ret == 0,
-            "BPF_PROG_QUERY: {}",
-            std::io::Error::last_os_error()
-        );
+        put(&mut query, 0, &ifindex.to_ne_bytes());
+        put(&mut query, 4, &BPF_TCX_INGRESS.to_ne_bytes());
+        bpf(BPF_PROG_QUERY, &mut query);
         u32::from_ne_bytes([query[24], query[25], query[26], query[27]])
     })
 }
