@@ -382,12 +382,21 @@ fn host_sysctls(
         ensure("net/ipv6/conf/all/forwarding", "1")?;
         ensure(&format!("net/ipv6/conf/{host}/accept_dad"), "0")?;
     }
-    // No IPv6 link-local address on the host end (`addr_gen_mode` none), set before it
-    // comes up: nothing needs one (a veth host end's IPv6 neighbours are written
-    // permanent, netkit's L3 devices have none), and making one costs each pod start a
-    // prefix route beside every other host end's fe80::/64, which the kernel's IPv6 FIB
-    // walks, plus router solicitations in the background. Absent when IPv6 is off.
-    match ensure(&format!("net/ipv6/conf/{host}/addr_gen_mode"), "1") {
+    // Nothing of IPv6 on the host end of a pod without an IPv6 address (`disable_ipv6`),
+    // and otherwise no link-local address on it (`addr_gen_mode` none); either set before
+    // it comes up. Nothing needs one: a veth host end's IPv6 neighbours are written
+    // permanent, netkit's L3 devices have none. With IPv6 on, every host end coming up
+    // costs the pod start a multicast route beside every other host end's (the kernel's
+    // IPv6 FIB keeps them in one list it walks on insert) and a walk of the node's whole
+    // IPv6 FIB (`rt6_sync_up`); a link-local address would add a prefix route the same
+    // way, and router solicitations in the background. Both keys are absent when the
+    // kernel has IPv6 off.
+    let (key, value) = if v6 {
+        ("addr_gen_mode", "1")
+    } else {
+        ("disable_ipv6", "1")
+    };
+    match ensure(&format!("net/ipv6/conf/{host}/{key}"), value) {
         Err(e) if e.is_not_found() => Ok(()),
         other => other,
     }
@@ -569,6 +578,11 @@ mod tests {
             k.sysctls[&format!("net/ipv6/conf/{host_name}/addr_gen_mode")],
             "1"
         );
+        assert!(
+            !k.sysctls
+                .contains_key(&format!("net/ipv6/conf/{host_name}/disable_ipv6")),
+            "a dual-stack pod's host end keeps IPv6"
+        );
         let host_neighbours: Vec<_> = k
             .host
             .neighbours
@@ -692,6 +706,18 @@ mod tests {
                 .contains_key("net/ipv6/conf/all/forwarding")
                 || w.kernel.sysctls["net/ipv6/conf/all/forwarding"] == "0",
             "no IPv6, no IPv6 forwarding"
+        );
+        // An IPv4-only pod's host end has IPv6 off before it comes up: no multicast route
+        // and no walk of the node's IPv6 FIB per pod start.
+        let host_name = connector::host_ifname(&id("c1"));
+        assert_eq!(
+            w.kernel.sysctls[&format!("net/ipv6/conf/{host_name}/disable_ipv6")],
+            "1"
+        );
+        assert!(
+            !w.kernel
+                .sysctls
+                .contains_key(&format!("net/ipv6/conf/{host_name}/addr_gen_mode"))
         );
     }
 

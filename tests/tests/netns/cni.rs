@@ -273,6 +273,21 @@ fn delegated_host_local_is_called_like_libcni_calls_it() {
             .ip("route show")
             .contains("172.16.0.0/12 via 169.254.1.1")
     );
+    // An IPv4-only pod: its host end has IPv6 off (no IPv6 routes or walks of the node's
+    // IPv6 FIB per pod start), and the host stack's path to the pod still works both ways.
+    let host_name = result["interfaces"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let disabled = node
+        .ns
+        .sh(&format!(
+            "cat /proc/sys/net/ipv6/conf/{host_name}/disable_ipv6"
+        ))
+        .stdout;
+    assert_eq!(String::from_utf8_lossy(&disabled).trim(), "1");
+    assert!(node.ns.ping("10.62.0.2"), "the node cannot reach the pod");
+    assert!(pod.ns.ping(NODE_IP), "the pod cannot reach the node");
 
     let check = node.cni(
         Call::add(&pod).with("CHECK"),
