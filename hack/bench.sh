@@ -36,7 +36,8 @@
 #   NETKIT_BENCH_BURST      pods in a parallel burst (default 100)
 #   NETKIT_BENCH_GROW       pods already on the node for the growth figure (default 500)
 #   NETKIT_BENCH_ENDPOINTS  endpoints for the agent's RSS/CPU under load (default 1000)
-#   NETKIT_BENCH_SAMPLE     ADDs timed at each growth point (default 20)
+#   NETKIT_BENCH_SAMPLE     ADDs timed at each growth point (default 50)
+#   NETKIT_BENCH_IPV6       1: built-in IPAM hands out IPv6 addresses too (dual-stack pods)
 #   NETKIT_BENCH_CPU        the CPU sockperf's client and server are pinned to (default the last)
 #   NETKIT_BENCH_BIN        a directory with netkit-cni and netkit-agent to measure instead of
 #                           building release binaries from this tree (to compare two builds)
@@ -129,7 +130,7 @@ if [ -z "${NETKIT_VM_GUEST:-}" ]; then
         done
         vmargs+=(--env NETKIT_REF_CNI=/opt/netkit/bin --env "NETKIT_BENCH_COMMIT=$COMMIT")
         vmargs+=(--env "NETKIT_BENCH_HOST_CPU=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)")
-        for v in NETKIT_BENCH_SECS NETKIT_BENCH_ROUNDS NETKIT_BENCH_BURST NETKIT_BENCH_GROW NETKIT_BENCH_ENDPOINTS NETKIT_BENCH_SAMPLE NETKIT_BENCH_CPU; do
+        for v in NETKIT_BENCH_SECS NETKIT_BENCH_ROUNDS NETKIT_BENCH_BURST NETKIT_BENCH_GROW NETKIT_BENCH_ENDPOINTS NETKIT_BENCH_SAMPLE NETKIT_BENCH_CPU NETKIT_BENCH_IPV6; do
             [ -n "${!v:-}" ] && vmargs+=(--env "$v=${!v}")
         done
         guest=(bench.sh)
@@ -154,7 +155,7 @@ if [ -n "${NETKIT_VM_GUEST:-}" ]; then
     ENDPOINTS="${NETKIT_BENCH_ENDPOINTS:-300}" SAMPLE="${NETKIT_BENCH_SAMPLE:-10}"
 else
     PODS="${PODS:-200}" BURST="${NETKIT_BENCH_BURST:-100}" GROW="${NETKIT_BENCH_GROW:-500}"
-    ENDPOINTS="${NETKIT_BENCH_ENDPOINTS:-1000}" SAMPLE="${NETKIT_BENCH_SAMPLE:-20}"
+    ENDPOINTS="${NETKIT_BENCH_ENDPOINTS:-1000}" SAMPLE="${NETKIT_BENCH_SAMPLE:-50}"
 fi
 SECS="${NETKIT_BENCH_SECS:-5}"
 # Datapath figures swing from run to run on a shared machine (the 4-stream rows most):
@@ -198,6 +199,7 @@ cleanup() {
         for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null; done
     done
     my_netns | sed 's/^/netns del /' | ip -force -batch - 2>/dev/null
+    mountpoint -q "$RUN" && umount "$RUN"
     rm -rf "/sys/fs/bpf/$TAG" "$RUN"
     if [ -n "$RCU_SAVED" ]; then echo "$RCU_SAVED" >"$RCU_FILE"; fi
 }
@@ -228,7 +230,7 @@ netns_batch() {
     for ((i = $3; i <= $4; i++)); do echo "netns $1 $2-$i"; done | ip -batch -
 }
 # cni CMD PLUGIN CONF POD: one plugin invocation in the node namespace; its output goes to
-# $RUN/out/POD.CMD (tmpfs, removed with $RUN), for the message when it fails.
+# $RUN/out/POD.CMD (on the run's tmpfs), for the message when it fails.
 # What a timed call costs the harness is one fork and the nsenter exec: the variables go
 # on nsenter's environment, which the plugin inherits (no `env` process between the two),
 # and the output file is left in place (an `rm` would be another process, timed too).
@@ -336,6 +338,15 @@ fi
 
 RUN_START=$(now_us)
 LOAD_START="$(cut -d' ' -f1 /proc/loadavg)"
+# Everything the plugins and the agent write (state, records, host-local's files, the
+# calls' output) goes to a tmpfs of the run's own, as /run is on a node. Not the
+# filesystem /run happens to be on: on an ext4 without a journal (the development VM's
+# root) every file created after a few thousand were deleted costs up to a millisecond,
+# ext4 scanning past the recently deleted inodes (it does so only without a journal),
+# and a pod start creates one. That cost grows with the churn before it, not with the
+# pods on the node, and is the filesystem's, not a plugin's.
+mkdir -p "$RUN"
+mount -t tmpfs -o mode=0700,size=512m "$TAG" "$RUN"
 mkdir -p "$RUN/out" "$RUN/www"
 head -c 612 /dev/zero | tr '\0' x >"$RUN/www/index.html"
 ip netns add "$NODE"
@@ -348,8 +359,14 @@ ip -n "$NODE" link set lo up
 ip -n "$NODE" link add nkb-uplink type veth peer name nkb-wire
 ip -n "$NODE" addr add 192.0.2.1/24 dev nkb-uplink
 ip -n "$NODE" link set nkb-uplink up
+# Built-in IPAM hands out IPv4 addresses, as host-local does for both peers; with
+# NETKIT_BENCH_IPV6=1 IPv6 ones too (dual-stack pods), at the price IPv6 puts on each host
+# end: its multicast route and a walk of the node's IPv6 FIB when it comes up, both
+# growing with the pods on the node.
+POOL6=()
+[ "${NETKIT_BENCH_IPV6:-0}" = 1 ] && POOL6=(--pod-cidr fd00:250::/64)
 nsenter --net="/run/netns/$NODE" "$BIN/netkit-agent" run --socket "$SOCK" --bpffs-root "/sys/fs/bpf/$TAG" \
-    --state-dir "$RUN/state" --pod-cidr 10.250.0.0/16 --pod-cidr fd00:250::/64 --no-uplink \
+    --state-dir "$RUN/state" --pod-cidr 10.250.0.0/16 "${POOL6[@]}" --no-uplink \
     --log-level info --log-file "$RUN/agent.log" &
 AGENT_PID=$!
 for _ in $(seq 100); do "$BIN/netkit-agent" status --socket "$SOCK" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -496,19 +513,22 @@ grow_to() {
 }
 # grow_sample NAME PLUGIN CONF AT: SAMPLE timed ADDs, each DELeted again (untimed), so the
 # node holds AT pods at each ADD. Times go to $RUN/NAME.at.AT.
+# The SAMPLE namespaces are made before the first ADD and removed after the last, as in
+# seq_bench: a namespace deleted between two timed ADDs is torn down by the kernel's
+# cleanup worker in the background, under the rtnl lock, while the next ADD runs.
 grow_sample() {
-    local name="$1" plugin="$2" conf="$3" at="$4" j pod
+    local name="$1" plugin="$2" conf="$3" at="$4" j pod prefix="$TAG-$1-x$4"
     say "timing $SAMPLE ADDs with $name on a node with $at pods"
     : >"$RUN/$name.at.$at"
+    netns_batch add "$prefix" 1 "$SAMPLE"
     for ((j = 1; j <= SAMPLE; j++)); do
-        pod="$TAG-$name-x$at-$j"
-        ip netns add "$pod"
+        pod="$prefix-$j"
         time_cni ADD "$plugin" "$conf" "$pod" >>"$RUN/$name.at.$at"
         cni DEL "$plugin" "$conf" "$pod" || die "DEL failed for $pod: $(cat "$RUN/out/$pod.DEL")"
         # The next timed ADD should not share the rtnl lock with this pod's teardown.
         [ "$plugin" = "$NK" ] && wait_teardowns >/dev/null
-        ip netns del "$pod"
     done
+    netns_batch del "$prefix" 1 "$SAMPLE"
 }
 # grow_teardown NAME PLUGIN CONF: DEL every NAME-g-* pod (50 at a time); wall time to NAME.teardown.
 grow_teardown() {
@@ -612,7 +632,7 @@ if [ -n "$ONLY" ]; then
     echo "  parts:          $PARTS (--only)"
 fi
 echo "  sizes:          $PODS sequential pods, bursts of $BURST, growth $FEW -> $GROW pods ($SAMPLE ADDs timed at each), agent at $ENDPOINTS endpoints, ${SECS}s per datapath test"
-echo "  peers:          netkit-cni built-in IPAM (IPv4 + IPv6, the default), netkit-cni + host-local (IPv4),"
+echo "  peers:          netkit-cni built-in IPAM ($([ ${#POOL6[@]} = 0 ] && echo "IPv4; NETKIT_BENCH_IPV6=1 for dual-stack" || echo "IPv4 + IPv6")), netkit-cni + host-local (IPv4),"
 echo "                  ptp + host-local (IPv4, containernetworking-plugins $REF)"
 if [ -x "$SPAWN_BIN" ]; then
     echo "  clock:          a timed CNI call = the plugin's process from spawn to exit (hack/bench/spawn.c); bursts: wall time"
