@@ -173,6 +173,7 @@ NODE="$TAG-node"
 RUN="/run/$TAG"
 SOCK="$RUN/agent.sock"
 AGENT_PID=""
+RUN_MOUNTED=0
 RCU_FILE=/sys/kernel/rcu_expedited
 RCU_SAVED=""
 SERVER_PIDS=()
@@ -199,7 +200,7 @@ cleanup() {
         for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null; done
     done
     my_netns | sed 's/^/netns del /' | ip -force -batch - 2>/dev/null
-    mountpoint -q "$RUN" && umount "$RUN"
+    [ "$RUN_MOUNTED" = 1 ] && umount "$RUN"
     rm -rf "/sys/fs/bpf/$TAG" "$RUN"
     if [ -n "$RCU_SAVED" ]; then echo "$RCU_SAVED" >"$RCU_FILE"; fi
 }
@@ -347,6 +348,7 @@ LOAD_START="$(cut -d' ' -f1 /proc/loadavg)"
 # pods on the node, and is the filesystem's, not a plugin's.
 mkdir -p "$RUN"
 mount -t tmpfs -o mode=0700,size=512m "$TAG" "$RUN"
+RUN_MOUNTED=1
 mkdir -p "$RUN/out" "$RUN/www"
 head -c 612 /dev/zero | tr '\0' x >"$RUN/www/index.html"
 ip netns add "$NODE"
