@@ -19,12 +19,23 @@ pub const POD_CIDR6: &str = "fd00:61::/64";
 /// An address the node answers on (on its `lo`), for pod → node traffic.
 pub const NODE_IP: &str = "192.0.2.1";
 
+/// The agent's arguments: a `--pod-cidr` for each of `pod_cidrs`, then `agent_args`.
+fn agent_argv<'a>(pod_cidrs: &'a [String], agent_args: &'a [String]) -> Vec<&'a str> {
+    pod_cidrs
+        .iter()
+        .flat_map(|cidr| ["--pod-cidr", cidr.as_str()])
+        .chain(agent_args.iter().map(String::as_str))
+        .collect()
+}
+
 /// A node: a namespace running the agent, plus the plugin's state and log.
 pub struct Node {
     pub ns: Netns,
     pub dirs: AgentDirs,
     pub agent: Option<Agent>,
     pub agent_args: Vec<String>,
+    /// The agent's `--pod-cidr`s, kept for its restarts.
+    pub pod_cidrs: Vec<String>,
     pub cni_dir: tempfile::TempDir,
 }
 
@@ -35,24 +46,42 @@ impl Node {
 
     /// A node whose agent gets `agent_args` (for example `--uplink IF`) besides the pod CIDRs.
     pub fn with_agent_args(tag: &str, agent_args: &[&str]) -> Node {
+        Node::with_pod_cidrs(tag, &[POD_CIDR4, POD_CIDR6], agent_args)
+    }
+
+    /// A node whose built-in IPAM hands out IPv4 addresses only (IPv4-only pods).
+    pub fn ipv4_only(tag: &str) -> Node {
+        Node::with_pod_cidrs(tag, &[POD_CIDR4], &["--no-uplink"])
+    }
+
+    /// A node whose agent allocates from `pod_cidrs` and gets `agent_args`.
+    pub fn with_pod_cidrs(tag: &str, pod_cidrs: &[&str], agent_args: &[&str]) -> Node {
         let ns = Netns::new(tag);
         ns.ip(&format!("addr add {NODE_IP}/32 dev lo"));
         let dirs = AgentDirs::new(tag);
         let agent_args: Vec<String> = agent_args.iter().map(|a| a.to_string()).collect();
-        let agent = Some(Node::start_agent(&ns, &dirs, &agent_args));
+        let pod_cidrs: Vec<String> = pod_cidrs.iter().map(|c| c.to_string()).collect();
+        let agent = Some(Agent::start(
+            &ns,
+            &dirs,
+            &agent_argv(&pod_cidrs, &agent_args),
+        ));
         Node {
             ns,
             dirs,
             agent,
             agent_args,
+            pod_cidrs,
             cni_dir: tempfile::tempdir().unwrap(),
         }
     }
 
-    pub fn start_agent(ns: &Netns, dirs: &AgentDirs, agent_args: &[String]) -> Agent {
-        let mut args = vec!["--pod-cidr", POD_CIDR4, "--pod-cidr", POD_CIDR6];
-        args.extend(agent_args.iter().map(String::as_str));
-        Agent::start(ns, dirs, &args)
+    fn start_agent(&self) -> Agent {
+        Agent::start(
+            &self.ns,
+            &self.dirs,
+            &agent_argv(&self.pod_cidrs, &self.agent_args),
+        )
     }
 
     pub fn agent(&self) -> &Agent {
@@ -70,7 +99,7 @@ impl Node {
         if let Some(agent) = self.agent.take() {
             agent.kill();
         }
-        self.agent = Some(Node::start_agent(&self.ns, &self.dirs, &self.agent_args));
+        self.agent = Some(self.start_agent());
     }
 
     /// Restart the agent with `env` added to its environment (fault injection).
@@ -78,14 +107,13 @@ impl Node {
         self.stop_agent();
         let mut cmd = self.ns.command(bins::agent());
         cmd.envs(env.iter().copied());
-        let mut args = vec!["--pod-cidr", POD_CIDR4, "--pod-cidr", POD_CIDR6];
-        args.extend(self.agent_args.iter().map(String::as_str));
+        let args = agent_argv(&self.pod_cidrs, &self.agent_args);
         self.agent = Some(Agent::spawn(cmd, &self.dirs, &args));
     }
 
     pub fn restart_agent(&mut self) {
         self.stop_agent();
-        self.agent = Some(Node::start_agent(&self.ns, &self.dirs, &self.agent_args));
+        self.agent = Some(self.start_agent());
     }
 
     pub fn state_dir(&self) -> PathBuf {

@@ -132,6 +132,45 @@ fn pod_to_pod_icmp_and_tcp_take_the_fast_path() {
     );
 }
 
+/// IPv4-only pods (built-in IPAM with an IPv4 pool only): their host ends have IPv6 off
+/// (no IPv6 routes or FIB walks per pod start), and nothing else changes: pod ↔ pod on the
+/// fast path, node ↔ pod through the stack.
+#[test]
+fn ipv4_only_pods_have_ipv6_off_on_their_host_ends_and_keep_every_path() {
+    let node = Node::ipv4_only("dp4");
+    let conf = node.conf(json!({}));
+    let (a, b) = (Pod::new("dp4a"), Pod::new("dp4b"));
+    let ra = node.add(&a, &conf);
+    let rb = node.add(&b, &conf);
+    assert_mode(&node);
+    for result in [&ra, &rb] {
+        let ips = result["ips"].as_array().unwrap();
+        assert_eq!(ips.len(), 1, "one IPv4 address: {result}");
+        let host_end = result["interfaces"][0]["name"].as_str().unwrap();
+        let disabled = node
+            .ns
+            .sh(&format!(
+                "cat /proc/sys/net/ipv6/conf/{host_end}/disable_ipv6"
+            ))
+            .stdout;
+        assert_eq!(String::from_utf8_lossy(&disabled).trim(), "1", "{host_end}");
+    }
+    let agent = node.agent();
+    let before = agent.counter("redirect_peer") + agent.counter("redirect");
+    assert!(a.ns.ping(pod_ip(&rb, false)), "a cannot reach b");
+    tcp_round_trip(&a, &b, &pod_ip(&rb, false));
+    let after = agent.counter("redirect_peer") + agent.counter("redirect");
+    assert!(
+        after >= before + 5,
+        "pod-to-pod traffic was not short-cut: {before} -> {after}"
+    );
+    assert!(node.ns.ping(pod_ip(&ra, false)), "the node cannot reach a");
+    assert!(
+        a.ns.ping(netkit_tests::pods::NODE_IP),
+        "a cannot reach the node"
+    );
+}
+
 /// A peer on the wire that is not a pod (a node, a NodePort client the stack
 /// masqueraded, anything outside) gets the pod's replies through the stack, so its
 /// packets must take the stack too: skipping it one way, conntrack would see only the

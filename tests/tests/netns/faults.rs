@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use netkit_tests::bins;
-use netkit_tests::netns::{Netns, wait_until};
+use netkit_tests::netns::wait_until;
 use netkit_tests::pods::{Call, Node, Pod, invoke};
 use serde_json::{Value, json};
 
@@ -140,24 +140,7 @@ fn an_agent_restarted_between_add_and_del_leaves_nothing() {
 #[test]
 fn an_exhausted_pool_fails_cleanly() {
     // Built-in IPAM from a /30 and host-local from a /30: a few addresses each.
-    let ns = Netns::new("flx");
-    let dirs = netkit_tests::agent::AgentDirs::new("flx");
-    let agent_args: Vec<String> = ["--pod-cidr", "10.63.0.0/30", "--no-uplink"]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-    let agent = netkit_tests::agent::Agent::start(
-        &ns,
-        &dirs,
-        &agent_args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    let node = Node {
-        ns,
-        dirs,
-        agent: Some(agent),
-        agent_args,
-        cni_dir: tempfile::tempdir().unwrap(),
-    };
+    let node = Node::with_pod_cidrs("flx", &["10.63.0.0/30"], &["--no-uplink"]);
     let mut host_local = node.host_local_conf();
     host_local["ipam"]["ranges"] = json!([[{"subnet": "10.64.0.0/30"}]]);
     for (ipam, conf) in [
