@@ -61,19 +61,16 @@ impl Node {
         let dirs = AgentDirs::new(tag);
         let agent_args: Vec<String> = agent_args.iter().map(|a| a.to_string()).collect();
         let pod_cidrs: Vec<String> = pod_cidrs.iter().map(|c| c.to_string()).collect();
-        let agent = Some(Agent::start(
-            &ns,
-            &dirs,
-            &agent_argv(&pod_cidrs, &agent_args),
-        ));
-        Node {
+        let mut node = Node {
             ns,
             dirs,
-            agent,
+            agent: None,
             agent_args,
             pod_cidrs,
             cni_dir: tempfile::tempdir().unwrap(),
-        }
+        };
+        node.agent = Some(node.start_agent());
+        node
     }
 
     fn start_agent(&self) -> Agent {

@@ -279,13 +279,10 @@ fn delegated_host_local_is_called_like_libcni_calls_it() {
         .as_str()
         .unwrap()
         .to_string();
-    let disabled = node
-        .ns
-        .sh(&format!(
-            "cat /proc/sys/net/ipv6/conf/{host_name}/disable_ipv6"
-        ))
-        .stdout;
-    assert_eq!(String::from_utf8_lossy(&disabled).trim(), "1");
+    let disabled = node.ns.sh(&format!(
+        "cat /proc/sys/net/ipv6/conf/{host_name}/disable_ipv6"
+    ));
+    assert_eq!(disabled.stdout, b"1\n");
     assert!(node.ns.ping("10.62.0.2"), "the node cannot reach the pod");
     assert!(pod.ns.ping(NODE_IP), "the pod cannot reach the node");
 

@@ -147,13 +147,10 @@ fn ipv4_only_pods_have_ipv6_off_on_their_host_ends_and_keep_every_path() {
         let ips = result["ips"].as_array().unwrap();
         assert_eq!(ips.len(), 1, "one IPv4 address: {result}");
         let host_end = result["interfaces"][0]["name"].as_str().unwrap();
-        let disabled = node
-            .ns
-            .sh(&format!(
-                "cat /proc/sys/net/ipv6/conf/{host_end}/disable_ipv6"
-            ))
-            .stdout;
-        assert_eq!(String::from_utf8_lossy(&disabled).trim(), "1", "{host_end}");
+        let disabled = node.ns.sh(&format!(
+            "cat /proc/sys/net/ipv6/conf/{host_end}/disable_ipv6"
+        ));
+        assert_eq!(disabled.stdout, b"1\n", "{host_end}");
     }
     let agent = node.agent();
     let before = agent.counter("redirect_peer") + agent.counter("redirect");
